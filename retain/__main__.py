@@ -1,0 +1,4 @@
+from retain.cli import main
+
+if __name__ == "__main__":
+    main()

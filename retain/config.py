@@ -1,0 +1,171 @@
+"""Configuration as plain data classes; the CLI flags are generated from them.
+
+Every field carries its help text, so ``retain train --help`` lists every
+default, and a YAML/JSON file given with ``--config`` may set any field by name
+(flags on the command line win over the file).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+from retain.errors import RetainError
+
+
+def opt(default, help: str, *, choices=None, flag: str | None = None, positive: bool = False, nonneg: bool = False):
+    return field(default=default, metadata={"help": help, "choices": choices, "flag": flag, "positive": positive, "nonneg": nonneg})
+
+
+METHOD_NAMES = ("full", "prompt", "lora", "promot", "joint")
+PROMPT_INITS = ("text", "vocab", "random")
+
+
+@dataclass
+class TrainConfig:
+    # what to train
+    model: str = opt("smollm2-135m", "Model: alias (smollm2-135m, tiny-random-llama, tiny-random-t5), a .gguf file, a local directory or a Hub id.")
+    method: str = opt("promot", "full: standard fine-tuning; prompt: prompt tuning; lora: LoRA; promot: stage 1 prompt tuning then stage 2 model tuning with the prompt frozen; joint: prompt and model trained together (ablation).", choices=METHOD_NAMES)
+    train: str = opt(None, "Training data: JSONL with string fields 'input' and 'output', or hf:NAME[:CONFIG][@SPLIT].")
+    validation: str | None = opt(None, "Validation JSONL; used to keep the best checkpoint of each stage.")
+    output: str = opt(None, "Run directory to create (written to a temporary sibling and renamed when complete).")
+    template: str = opt("{input}", "Input template; {input} and any other field of the example, e.g. 'Review: {input}\\nSentiment:'. The output follows after a space.")
+    one_shot: bool = opt(False, "Put one natural-language training example (seeded pick) after the soft prompt, in training and when evaluating the tuned task (ProMoT + 1-shot, FT + 1-shot).")
+    # steps and learning rates
+    max_steps: int = opt(150, "Optimizer steps for single-stage methods (full, prompt, lora, joint). Paper: 1000 (FT), 5000 (prompt tuning).", positive=True)
+    stage1_steps: int = opt(150, "promot stage 1 (prompt tuning) steps. Paper: 5000.", positive=True)
+    stage2_steps: int = opt(150, "promot stage 2 (model tuning under the frozen prompt) steps. Paper: 1000.", positive=True)
+    lr: float | None = opt(None, "Learning rate of single-stage methods; default: 2e-5 (full, joint's model weights), 3e-2 (prompt), 2e-4 (lora).", positive=True)
+    stage1_lr: float = opt(3e-2, "Soft-prompt learning rate (promot stage 1, joint's prompt). Paper: 0.2 with Adafactor.", positive=True)
+    stage2_lr: float = opt(2e-5, "Model learning rate in promot stage 2. Paper: 1e-3 with Adafactor at 13B scale.", positive=True)
+    # soft prompt
+    prompt_length: int = opt(20, "Soft prompt length in virtual tokens. Paper: 100 (T5), 50 (PaLM-8B).", positive=True)
+    prompt_init: str = opt("text", "Soft prompt initialisation: text (embeddings of --prompt-init-text, repeated), vocab (embeddings of sampled vocabulary tokens), random (uniform [0, 0.5), as the paper's code base).", choices=PROMPT_INITS)
+    prompt_init_text: str = opt("Read the input and answer in the format of this task.", "Text whose token embeddings initialise the prompt (with --prompt-init text).")
+    # LoRA
+    lora_r: int = opt(8, "LoRA rank.", positive=True)
+    lora_alpha: int = opt(16, "LoRA alpha.", positive=True)
+    lora_dropout: float = opt(0.05, "LoRA dropout.", nonneg=True)
+    lora_target: str = opt("all-linear", "LoRA target modules: 'all-linear' or a comma-separated list of module names.")
+    # batches and schedule
+    batch_size: int = opt(8, "Examples per device per step. Paper: 64.", positive=True)
+    grad_accum: int = opt(1, "Gradient accumulation steps.", positive=True)
+    max_length: int = opt(256, "Longest tokenised example; longer prompts are cut from the left so the output is kept (counted in run.json).", positive=True)
+    optim: str = opt("adamw_torch", "Optimizer (any transformers 'optim' name, e.g. adafactor as in the paper).")
+    scheduler: str = opt("constant_with_warmup", "Learning-rate schedule (transformers name: constant_with_warmup, linear, cosine, ...).")
+    warmup_steps: int = opt(0, "Warm-up steps per stage.", nonneg=True)
+    weight_decay: float = opt(0.0, "Weight decay.", nonneg=True)
+    label_smoothing: float = opt(0.0, "Label smoothing. Paper: 0.1.", nonneg=True)
+    # evaluation and checkpoints
+    eval_every: int = opt(50, "Evaluate on --validation every N steps of each stage and keep the best; 0 keeps the last weights.", nonneg=True)
+    eval_samples: int = opt(200, "Validation examples used for checkpoint selection (the first N).", positive=True)
+    metric: str = opt("auto", "Tuned-task metric: accuracy, exact_match, bleu, chrf, rouge1, rouge2, rougeL; auto: accuracy when outputs take at most 20 distinct values, else chrf.")
+    max_new_tokens: int | None = opt(None, "Generation length for evaluation; default: longest training output in tokens + 4.")
+    eval_batch_size: int = opt(16, "Batch size for generation during evaluation.", positive=True)
+    log_every: int = opt(10, "Log loss every N steps.", positive=True)
+    seed: int = opt(0, "Random seed (data order, initialisation, one-shot pick).")
+    # safety and files
+    overwrite: bool = opt(False, "Replace an existing run directory at --output.")
+    resume: bool = opt(False, "Continue an interrupted run from its last checkpoint.")
+    save_every: int = opt(50, "Write a resumable checkpoint every N steps of each stage; 0 disables.", nonneg=True)
+    trust_remote_code: bool = opt(False, "Allow models whose code lives in their Hub repository (runs that code).")
+    allow_pickle: bool = opt(False, "Allow loading pickle (.bin/.pt) weights, which can run code; safetensors only otherwise.")
+
+
+def add_arguments(parser: argparse.ArgumentParser, cls, *, skip: tuple[str, ...] = (), required: tuple[str, ...] = ()) -> None:
+    """Add one flag per dataclass field, with its help and default."""
+    for f in fields(cls):
+        if f.name in skip:
+            continue
+        md = f.metadata
+        flag = md.get("flag") or "--" + f.name.replace("_", "-")
+        help_text = md["help"]
+        if f.type in ("bool", bool):
+            parser.add_argument(flag, dest=f.name, action="store_true", default=None, help=help_text)
+            continue
+        typ = {"int": int, "float": float, "int | None": int, "float | None": float}.get(f.type, str)
+        shown = "" if f.default is None else f" (default: {f.default})"
+        parser.add_argument(flag, dest=f.name, type=typ, default=None, choices=md.get("choices"),
+                            metavar=f.name.upper() if not md.get("choices") else None,
+                            help=help_text + shown + (" [required]" if f.name in required else ""))
+
+
+def read_config_file(path: str) -> dict:
+    p = Path(path)
+    if not p.is_file():
+        raise RetainError(f"--config: file not found: {p}")
+    text = p.read_text(encoding="utf-8", errors="replace")
+    try:
+        if p.suffix == ".json":
+            data = json.loads(text)
+        else:
+            import yaml
+
+            data = yaml.safe_load(text)
+    except Exception as e:
+        mark = getattr(e, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else (f":{e.lineno}" if hasattr(e, "lineno") else "")
+        raise RetainError(f"--config: {p}{line}: not valid {'JSON' if p.suffix == '.json' else 'YAML'}") from None
+    if not isinstance(data, dict):
+        raise RetainError(f"--config: {p} must hold a mapping of option names to values")
+    return data
+
+
+def build(cls, args: argparse.Namespace | None = None, file_values: dict | None = None, source: str = "--config", **overrides):
+    """Defaults < config file < command-line flags < overrides; validated."""
+    names = {f.name: f for f in fields(cls)}
+    values: dict = {}
+    for key, val in (file_values or {}).items():
+        k = key.replace("-", "_")
+        if k not in names:
+            raise RetainError(f"{source}: unknown option '{key}'")
+        values[k] = val
+    if args is not None:
+        values.update({k: v for k, v in vars(args).items() if k in names and v is not None})
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    for k, v in values.items():
+        values[k] = _coerce(names[k], v, source if k in (file_values or {}) else "--" + k.replace("_", "-"))
+    cfg = cls(**values)
+    for f in fields(cls):
+        v = getattr(cfg, f.name)
+        flag = "--" + f.name.replace("_", "-")
+        if f.metadata.get("choices") and v not in f.metadata["choices"]:
+            raise RetainError(f"{flag}: unknown value '{v}' (choose from {', '.join(f.metadata['choices'])})")
+        if f.metadata.get("positive") and v is not None and v <= 0:
+            raise RetainError(f"{flag} must be positive, got {v}")
+        if f.metadata.get("nonneg") and v is not None and v < 0:
+            raise RetainError(f"{flag} must not be negative, got {v}")
+    return cfg
+
+
+def _coerce(f: dataclasses.Field, value, where: str):
+    t = str(f.type)
+    try:
+        if value is None:
+            return None
+        if t == "bool":
+            if isinstance(value, bool):
+                return value
+            raise ValueError
+        if t.startswith("int"):
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError
+            return int(value)
+        if t.startswith("float"):
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        if t.startswith("str"):
+            if not isinstance(value, str):
+                raise ValueError
+            return value
+    except (TypeError, ValueError):
+        raise RetainError(f"{where}: option '{f.name}' must be {t.split(' ')[0]}, got {value!r}") from None
+    return value
+
+
+def to_dict(cfg) -> dict:
+    return dataclasses.asdict(cfg)

@@ -1,0 +1,242 @@
+"""The one training engine: a ``transformers.Trainer`` run per stage.
+
+Every method trains through ``run_stage``; what a stage trains is decided only
+by ``requires_grad`` (see ``retain.methods.prepare``). Under
+``accelerate launch`` the Trainer runs data-parallel (DDP over gloo on CPU).
+
+On top of the Trainer this adds, as callbacks:
+
+* best checkpoint: every ``eval_every`` steps the tuned-task metric is computed
+  on the validation examples (sharded over processes) and the best trainable
+  weights are kept, then restored at the end of the stage;
+* checkpoints that hold the *whole* model state (``Trainer._save`` on a
+  PeftModel would save only the adapter, losing stage-2 weights), so that
+  ``--resume`` continues exactly where a killed run stopped;
+* a JSONL training log, and a clean stop on a NaN/inf loss.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import torch
+from transformers import DataCollatorForSeq2Seq, Trainer, TrainerCallback, TrainingArguments
+
+from retain.errors import RetainError
+from retain.evaluation.generation import generate_texts
+from retain.evaluation.metrics import score
+from retain.methods import Stage, param_groups, prepare, trainable_state
+
+STATE_FILE = "retain_state.safetensors"
+
+
+# ------------------------------------------------------------------ helpers
+def world() -> tuple[int, int]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def is_main() -> bool:
+    return world()[0] == 0
+
+
+def barrier() -> None:
+    if world()[1] > 1:
+        torch.distributed.barrier()
+
+
+def save_state(model, path: Path, only_trainable: bool = False) -> None:
+    """Write a model's state (tied weights handled) atomically as safetensors."""
+    from safetensors.torch import save_file
+
+    state = {n: p.detach().cpu().contiguous() for n, p in (model.named_parameters() if only_trainable else model.state_dict().items())
+             if not only_trainable or p.requires_grad}
+    seen: set[int] = set()
+    unique = {}
+    for name, t in state.items():  # drop aliases of tied tensors (safetensors refuses shared memory)
+        if t.numel() and t.data_ptr() in seen:
+            continue
+        seen.add(t.data_ptr())
+        unique[name] = t
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(unique, str(tmp))
+    os.replace(tmp, path)
+
+
+def load_state(model, path: Path) -> None:
+    from safetensors.torch import load_file
+
+    state = load_file(str(path))
+    missing = model.load_state_dict(state, strict=False)
+    if missing.unexpected_keys:
+        raise RetainError(f"{path}: checkpoint does not match the model (unexpected {missing.unexpected_keys[0]})")
+
+
+def sharded_generate(model, tokenizer, prompts: list[str], **kw) -> list[str]:
+    """Generate on this process's share of ``prompts``; every process gets all outputs."""
+    rank, size = world()
+    mine = generate_texts(model, tokenizer, prompts[rank::size], **kw)
+    if size == 1:
+        return mine
+    parts: list = [None] * size
+    torch.distributed.all_gather_object(parts, mine)
+    out = [""] * len(prompts)
+    for r, part in enumerate(parts):
+        out[r::size] = part
+    return out
+
+
+# ---------------------------------------------------------------- callbacks
+class BestCheckpoint(TrainerCallback):
+    """Evaluate every ``every`` steps; keep (and finally restore) the best trainable weights."""
+
+    def __init__(self, evaluate, every: int, max_steps: int, stage_dir: Path, log):
+        self.evaluate, self.every, self.max_steps, self.dir, self.log = evaluate, every, max_steps, stage_dir, log
+        self.evals: list[dict] = []
+        self.best: dict | None = None
+        self.best_state: dict | None = None
+        rec = stage_dir / "best.json"
+        if rec.is_file():  # resuming: what the interrupted run had found
+            saved = json.loads(rec.read_text())
+            self.evals, self.best = saved["evals"], saved["best"]
+            from safetensors.torch import load_file
+
+            self.best_state = load_file(str(stage_dir / "best.safetensors"))
+
+    def on_step_end(self, args, state, control, model=None, **kw):
+        step = state.global_step
+        if not self.every or not (step % self.every == 0 or step == self.max_steps):
+            return
+        if any(e["step"] == step for e in self.evals):
+            return
+        t = time.time()
+        value = self.evaluate(model)
+        entry = {"step": step, "score": value, "seconds": round(time.time() - t, 2)}
+        self.evals.append(entry)
+        self.log({"event": "eval", **entry})
+        if self.best is None or value > self.best["score"]:
+            self.best = entry
+            self.best_state = trainable_state(model)
+            if is_main():
+                save_state(model, self.dir / "best.safetensors", only_trainable=True)
+                _write_json(self.dir / "best.json", {"evals": self.evals, "best": self.best})
+        elif is_main():
+            _write_json(self.dir / "best.json", {"evals": self.evals, "best": self.best})
+
+    def restore(self, model) -> None:
+        if self.best_state is None:
+            return
+        params = dict(model.named_parameters())
+        with torch.no_grad():
+            for name, t in self.best_state.items():
+                params[name].copy_(t)
+
+
+class Guard(TrainerCallback):
+    """JSONL log of losses; stops on a NaN or infinite loss."""
+
+    def __init__(self, log):
+        self.log = log
+        self.bad_step: int | None = None
+
+    def on_log(self, args, state, control, logs=None, **kw):
+        logs = dict(logs or {})
+        self.log({"event": "log", "step": state.global_step, **logs})
+        loss = logs.get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            self.bad_step = state.global_step
+            control.should_training_stop = True
+            control.should_save = False
+
+
+def _write_json(path: Path, data) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    os.replace(tmp, path)
+
+
+class _StageTrainer(Trainer):
+    """Checkpoints hold the whole model state (base + prompt/LoRA), in safetensors."""
+
+    def _save(self, output_dir=None, state_dict=None):
+        out = Path(output_dir or self.args.output_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        save_state(self.model, out / STATE_FILE)
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        load_state(model or self.model, Path(resume_from_checkpoint) / STATE_FILE)
+
+
+def last_checkpoint(stage_dir: Path) -> Path | None:
+    ckpts = [p for p in stage_dir.glob("checkpoint-*") if (p / STATE_FILE).is_file() and (p / "trainer_state.json").is_file()]
+    return max(ckpts, key=lambda p: int(p.name.split("-")[1])) if ckpts else None
+
+
+# -------------------------------------------------------------------- stage
+def run_stage(model, tokenizer, stage: Stage, *, rows: list[dict], steps: int, lr: float, prompt_lr: float,
+              cfg, stage_dir: Path, evaluate=None, log=lambda e: None, resume: bool = False) -> dict:
+    """Train one stage; return its record (steps, evaluations, best step, wall time)."""
+    prepare(model, stage)
+    n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    stage_dir.mkdir(parents=True, exist_ok=True)
+    args = TrainingArguments(
+        output_dir=str(stage_dir),
+        max_steps=steps,
+        learning_rate=lr,
+        per_device_train_batch_size=cfg.batch_size,
+        gradient_accumulation_steps=cfg.grad_accum,
+        lr_scheduler_type=cfg.scheduler,
+        warmup_steps=cfg.warmup_steps,
+        weight_decay=cfg.weight_decay,
+        label_smoothing_factor=cfg.label_smoothing,
+        optim=cfg.optim,
+        logging_steps=cfg.log_every,
+        logging_nan_inf_filter=False,
+        save_strategy="steps" if cfg.save_every else "no",
+        save_steps=cfg.save_every or 1,
+        save_total_limit=1,
+        report_to=[],
+        seed=cfg.seed,
+        use_cpu=not torch.cuda.is_available(),
+        remove_unused_columns=False,
+        dataloader_num_workers=0,
+        ddp_find_unused_parameters=False,
+        disable_tqdm=False,
+    )
+    collator = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100)
+    opt_cls, opt_kwargs = Trainer.get_optimizer_cls_and_kwargs(args, model)
+    opt_kwargs = {k: v for k, v in opt_kwargs.items() if k != "lr"}
+    groups = param_groups(model, lr, prompt_lr)
+    for g in groups:
+        g.setdefault("weight_decay", cfg.weight_decay)
+    optimizer = opt_cls(groups, lr=lr, **opt_kwargs)
+    best = BestCheckpoint(evaluate, cfg.eval_every if evaluate else 0, steps, stage_dir, log)
+    guard = Guard(log)
+    trainer = _StageTrainer(model=model, args=args, train_dataset=rows, data_collator=collator,
+                            optimizers=(optimizer, None), callbacks=[best, guard])
+    ckpt = last_checkpoint(stage_dir) if resume else None
+    log({"event": "stage_start", "stage": stage.name, "trains": stage.trains, "steps": steps, "lr": lr,
+         "trainable_parameters": n_train, "resumed_from": str(ckpt.name) if ckpt else None})
+    t0 = time.time()
+    result = trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
+    if guard.bad_step is not None:
+        kept = last_checkpoint(stage_dir)
+        raise RetainError(
+            f"stage {stage.name}: the loss became NaN/inf at step {guard.bad_step}; training stopped"
+            + (f", last good checkpoint kept in {kept} (lower the learning rate and use --resume)" if kept else " (lower the learning rate)")
+        )
+    best.restore(model)
+    record = {
+        "stage": stage.name, "trains": stage.trains, "steps": steps, "learning_rate": lr,
+        "prompt_learning_rate": prompt_lr if stage.trains_prompt else None,
+        "trainable_parameters": n_train, "train_loss": round(float(result.training_loss), 6),
+        "evaluations": best.evals, "best": best.best, "wall_time_s": round(time.time() - t0, 2),
+        "resumed_from": ckpt.name if ckpt else None,
+    }
+    model.requires_grad_(False)
+    return record

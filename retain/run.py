@@ -1,0 +1,186 @@
+"""Run directories: written atomically, verified when loaded.
+
+Layout of ``--output DIR``::
+
+    model/          full weights (safetensors) + tokenizer, when the method changes them
+    prompt/         PEFT prompt-tuning adapter   (PeftModel.from_pretrained(model, DIR/prompt))
+    lora/           PEFT LoRA adapter (no copy of the base)
+    run.json        method, full config, stages, every evaluation, versions, wall time
+    train_log.jsonl losses and evaluations as they happened
+    manifest.json   sha256 of every file above; checked by load_run
+
+While training, everything lives in a hidden sibling ``.DIR.partial`` (with
+resumable checkpoints); it is renamed to DIR only once complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from retain.data import TaskFormat
+from retain.errors import RetainError
+
+RUN_FILE = "run.json"
+MANIFEST = "manifest.json"
+
+
+def staging_dir(out: Path) -> Path:
+    return out.parent / f".{out.name}.partial"
+
+
+def is_run_dir(path: Path) -> bool:
+    return (path / RUN_FILE).is_file() or (path / MANIFEST).is_file()
+
+
+def check_output(out: Path, *, overwrite: bool, resume: bool, flag: str = "--output") -> None:
+    """Refuse outputs that would clobber something, before any work is done."""
+    if out.exists() and not out.is_dir():
+        raise RetainError(f"{flag}: {out} exists and is not a directory")
+    if out.is_dir() and any(out.iterdir()):
+        if not is_run_dir(out):
+            raise RetainError(f"{flag}: {out} exists, is not empty and is not a retain run; choose another path (or pass --overwrite to replace it)")
+        if not overwrite:
+            raise RetainError(f"{flag}: {out} already holds a run; pass --overwrite to replace it")
+    parent = out.parent if str(out.parent) else Path(".")
+    probe = parent
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        raise RetainError(f"{flag}: cannot write to {probe} (permission denied)")
+    if resume and not staging_dir(out).is_dir():
+        raise RetainError(f"--resume: no interrupted run to resume at {staging_dir(out)}")
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def write_manifest(root: Path, kind: str = "run") -> None:
+    files = sorted(p for p in root.rglob("*") if p.is_file() and p.name != MANIFEST)
+    data = {"kind": kind, "files": {p.relative_to(root).as_posix(): sha256_file(p) for p in files}}
+    (root / MANIFEST).write_text(json.dumps(data, indent=2))
+
+
+def verify_manifest(root: Path) -> dict:
+    path = root / MANIFEST
+    if not path.is_file():
+        raise RetainError(f"{root}: no {MANIFEST}; not a complete retain artifact")
+    try:
+        data = json.loads(path.read_text())
+        files = data["files"]
+    except (ValueError, KeyError, TypeError):
+        raise RetainError(f"{path}: malformed manifest") from None
+    for rel, digest in files.items():
+        p = root / rel
+        if not p.is_file():
+            raise RetainError(f"{p}: listed in {MANIFEST} but missing")
+        if sha256_file(p) != digest:
+            raise RetainError(f"{p}: sha256 does not match {MANIFEST} (file changed or corrupted)")
+    extra = [p for p in root.rglob("*") if p.is_file() and p.name != MANIFEST and p.relative_to(root).as_posix() not in files
+             and p.suffix in (".safetensors", ".bin", ".pt", ".json")]
+    if extra:
+        raise RetainError(f"{extra[0]}: not listed in {MANIFEST} (file added after the run was written)")
+    return data
+
+
+def commit(staging: Path, out: Path) -> None:
+    """Atomically move a complete staging dir into place (replacing an old run)."""
+    write_manifest(staging)
+    old = None
+    if out.exists():
+        old = out.parent / f".{out.name}.old"
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(out, old)
+    os.replace(staging, out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+# --------------------------------------------------------------------- load
+@dataclass
+class Run:
+    """A trained run: the tuned model with and without its soft prompt."""
+
+    path: Path
+    info: dict
+    model: object  # tuned model, no prompt (a PeftModel for LoRA runs)
+    tokenizer: object
+    format: TaskFormat
+    is_seq2seq: bool
+    prompted: object | None = None  # tuned model with the soft prompt attached
+    extras: dict = field(default_factory=dict)
+
+    @property
+    def method(self) -> str:
+        return self.info["method"]
+
+    @property
+    def has_prompt(self) -> bool:
+        return self.prompted is not None
+
+    def model_for(self, use_prompt: bool):
+        return self.prompted if (use_prompt and self.prompted is not None) else self.model
+
+    def generate(self, texts: list[str], *, use_prompt: bool = True, raw: bool = False, max_new_tokens: int | None = None,
+                 first_line: bool = True) -> list[str]:
+        """Outputs for inputs: templated (unless raw), one-shot prefix and prompt for the tuned task."""
+        from retain.evaluation.generation import generate_texts
+
+        tuned = use_prompt or not self.has_prompt
+        prompts = texts if raw else [self.format.prompt({"input": t}, with_shot=tuned) for t in texts]
+        return generate_texts(self.model_for(use_prompt), self.tokenizer, prompts, is_seq2seq=self.is_seq2seq,
+                              max_new_tokens=max_new_tokens or self.info.get("max_new_tokens", 32), first_line=first_line)
+
+
+def read_run_info(path: Path) -> dict:
+    path = Path(path)
+    if not path.exists():
+        raise RetainError(f"--run: no such directory: {path}")
+    if not (path / RUN_FILE).is_file():
+        raise RetainError(f"--run: {path} is not a retain run (no {RUN_FILE})")
+    try:
+        return json.loads((path / RUN_FILE).read_text())
+    except ValueError as e:
+        raise RetainError(f"{path / RUN_FILE}: malformed JSON ({e})") from None
+
+
+def load_run(path, *, verify: bool = True) -> Run:
+    """Load a run directory written by ``retain train``."""
+    from peft import PeftModel
+
+    from retain.models import load_model
+
+    path = Path(path)
+    info = read_run_info(path)
+    if verify:
+        verify_manifest(path)
+    base = info["base"]
+    if (path / "model").is_dir():
+        loaded = load_model(str(path / "model"))
+    else:
+        loaded = load_model(base["spec"], trust_remote_code=info["config"].get("trust_remote_code", False),
+                            allow_pickle=info["config"].get("allow_pickle", False))
+        if loaded.fingerprint != base["fingerprint"]:
+            raise RetainError(
+                f"{path}: trained on base '{base['spec']}' with weights sha256 {base['fingerprint'][:12]}, "
+                f"but that spec now loads weights {loaded.fingerprint[:12]}; the run does not match this base model"
+            )
+    model = loaded.model
+    if (path / "lora").is_dir():
+        model = PeftModel.from_pretrained(model, str(path / "lora"))
+    model.eval()
+    prompted = None
+    if (path / "prompt").is_dir():
+        prompted = PeftModel.from_pretrained(model, str(path / "prompt"))
+        prompted.eval()
+    fmt = TaskFormat(**info["format"], is_seq2seq=loaded.is_seq2seq)
+    return Run(path, info, model, loaded.tokenizer, fmt, loaded.is_seq2seq, prompted)

@@ -1,0 +1,108 @@
+"""retain train end to end on tiny models: artifacts load with plain transformers/peft."""
+
+import json
+
+import pytest
+import torch
+from peft import PeftModel
+from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
+
+import retain
+from tests.conftest import cli
+
+TEMPLATE = "Review: {input}\\nSentiment:"
+
+
+def _train(tmp_path, task, spec, method, *extra):
+    train, val = task
+    out = tmp_path / f"{spec}-{method}"
+    cli("train", "--model", spec, "--method", method, "--train", train, "--validation", val, "--template", TEMPLATE,
+        "--output", out, "--max-steps", 4, "--stage1-steps", 3, "--stage2-steps", 3, "--eval-every", 2,
+        "--batch-size", 4, "--prompt-length", 4, "--stage2-lr", "1e-3", "--lr", "1e-3", *extra)
+    return out
+
+
+def _logits(model, tok, text, seq2seq):
+    enc = tok(text, return_tensors="pt", add_special_tokens=False)
+    with torch.no_grad():
+        if seq2seq:
+            return model(**enc, decoder_input_ids=torch.tensor([[0, 5, 6]])).logits
+        return model(**enc).logits
+
+
+@pytest.mark.parametrize("spec,auto,seq2seq", [("tiny-random-llama", AutoModelForCausalLM, False),
+                                               ("tiny-random-t5", AutoModelForSeq2SeqLM, True)])
+def test_promot_run_artifacts(tmp_path, task, spec, auto, seq2seq):
+    out = _train(tmp_path, task, spec, "promot")
+    assert {p.name for p in out.iterdir()} >= {"model", "prompt", "run.json", "manifest.json", "train_log.jsonl"}
+    assert not any(p.name.endswith(".partial") for p in tmp_path.iterdir()), "staging dir left behind"
+    info = json.loads((out / "run.json").read_text())
+    assert info["method"] == "promot" and [s["stage"] for s in info["stages"]] == ["stage1", "stage2"]
+    assert all(s["evaluations"] for s in info["stages"]), "no evaluation recorded"
+    assert info["versions"]["transformers"] and info["wall_time_s"] > 0
+
+    plain = auto.from_pretrained(out / "model").eval()
+    tok = AutoTokenizer.from_pretrained(out / "model")
+    run = retain.load_run(out)
+    text = "Review: the film was good\nSentiment:"
+    # without the prompt, the tuned model is exactly a plain from_pretrained(DIR/model)
+    assert torch.equal(_logits(run.model, tok, text, seq2seq), _logits(plain, tok, text, seq2seq))
+    # the prompt adapter loads with plain peft, and changes the outputs
+    prompted = PeftModel.from_pretrained(auto.from_pretrained(out / "model"), out / "prompt").eval()
+    with_prompt = _logits(prompted, tok, text, seq2seq)
+    assert torch.equal(with_prompt, _logits(run.prompted, tok, text, seq2seq))
+    if not seq2seq:
+        assert with_prompt.shape[1] == _logits(plain, tok, text, seq2seq).shape[1] + 4
+    # a second load reproduces the logits exactly
+    again = retain.load_run(out)
+    assert torch.equal(_logits(again.prompted, tok, text, seq2seq), with_prompt)
+
+
+def test_prompt_generation_cache_on_equals_off(tmp_path, task):
+    out = _train(tmp_path, task, "tiny-random-llama", "prompt", "--lr", "0.3")
+    run = retain.load_run(out)
+    enc = run.tokenizer(["Review: the film was bad\nSentiment:"], return_tensors="pt", add_special_tokens=False)
+    kw = dict(max_new_tokens=12, do_sample=False, pad_token_id=run.tokenizer.pad_token_id)
+    with torch.no_grad():
+        on = run.prompted.generate(**enc, use_cache=True, **kw)
+        off = run.prompted.generate(**enc, use_cache=False, **kw)
+    assert torch.equal(on, off)
+    assert on.shape[1] > enc["input_ids"].shape[1]
+
+
+def test_lora_and_prompt_runs_keep_no_base_copy(tmp_path, task):
+    lora = _train(tmp_path, task, "tiny-random-llama", "lora")
+    assert (lora / "lora" / "adapter_model.safetensors").is_file() and not (lora / "model").exists()
+    prompt = _train(tmp_path, task, "tiny-random-llama", "prompt")
+    assert (prompt / "prompt" / "adapter_model.safetensors").is_file() and not (prompt / "model").exists()
+    base = retain.models.load_model("tiny-random-llama").model if hasattr(retain, "models") else None
+    run = retain.load_run(prompt)
+    from retain.models import load_model, weights_fingerprint
+
+    assert weights_fingerprint(run.model) == weights_fingerprint(load_model("tiny-random-llama").model)
+
+
+def test_full_one_shot_records_demonstration(tmp_path, task):
+    out = _train(tmp_path, task, "tiny-random-llama", "full", "--one-shot")
+    info = json.loads((out / "run.json").read_text())
+    shot = info["format"]["one_shot"]
+    assert shot and shot["output"] in ("positive", "negative")
+    run = retain.load_run(out)
+    assert run.format.prompt({"input": "x"}).startswith(f"Review: {shot['input']}\nSentiment: {shot['output']}\n\n")
+
+
+def test_joint_trains_prompt_and_model(tmp_path, task):
+    out = _train(tmp_path, task, "tiny-random-llama", "joint")
+    info = json.loads((out / "run.json").read_text())
+    assert info["stages"][0]["trains"] == "prompt+model"
+    assert (out / "model").is_dir() and (out / "prompt").is_dir()
+
+
+def test_generate_cli_with_and_without_prompt(tmp_path, task):
+    out = _train(tmp_path, task, "tiny-random-llama", "promot")
+    a = cli("generate", "--run", out, "the film was good", "it was bad").stdout.splitlines()
+    b = cli("generate", "--run", out, "--no-prompt", "the film was good", "it was bad").stdout.splitlines()
+    assert len(a) == 2 and len(b) == 2
+    run = retain.load_run(out)
+    assert a == run.generate(["the film was good", "it was bad"])
+    assert b == run.generate(["the film was good", "it was bad"], use_prompt=False)
