@@ -64,6 +64,7 @@ def validated_inputs(cfg: TrainConfig):
 
 def train(cfg: TrainConfig, *, progress=print) -> Path:
     t_start = time.time()
+    _warn_single_process_launch()
     out = Path(cfg.output)
     train_examples, val_examples = validated_inputs(cfg)
     loaded = load_model(cfg.model, trust_remote_code=cfg.trust_remote_code, allow_pickle=cfg.allow_pickle)
@@ -151,6 +152,17 @@ def train(cfg: TrainConfig, *, progress=print) -> Path:
         commit(staging, out)
     barrier()
     return out
+
+
+def _warn_single_process_launch() -> None:
+    """`accelerate launch --cpu --num_processes N` starts ONE process in accelerate 1.x: say so."""
+    import os
+    import sys
+
+    env = os.environ
+    if env.get("ACCELERATE_USE_CPU", "").lower() == "true" and "MASTER_PORT" in env and "WORLD_SIZE" not in env:
+        sys.stderr.write("[retain] note: 'accelerate launch --cpu' started a single process; for data-parallel training "
+                         "on CPU use 'accelerate launch --multi_gpu --num_processes N' (torchrun, gloo backend)\n")
 
 
 def _world_size() -> int:
