@@ -37,12 +37,13 @@ def main() -> None:
     ap.add_argument("--stage2-steps", type=int, default=100)
     ap.add_argument("--output", default="/tmp/retain-bench/sst2-promot")
     ap.add_argument("--results", default=str(ROOT / "docs" / "results"))
+    ap.add_argument("--resume", action="store_true", help="Continue an interrupted training run (retain train --resume).")
     args = ap.parse_args()
 
     cmd = [sys.executable, "-m", "retain", "train", "--model", "smollm2-135m", "--method", "promot",
            "--train", str(DATA / "train.jsonl"), "--validation", str(DATA / "validation.jsonl"),
            "--template", TEMPLATE, "--stage1-steps", str(args.stage1_steps), "--stage2-steps", str(args.stage2_steps),
-           "--eval-every", "50", "--eval-samples", "200", "--output", args.output, "--overwrite"]
+           "--eval-every", "50", "--eval-samples", "200", "--output", args.output, "--overwrite"] + (["--resume"] if args.resume else [])
     t0 = time.time()
     subprocess.run(cmd, check=True)
     train_s = time.time() - t0

@@ -18,7 +18,6 @@ On top of the Trainer this adds, as callbacks:
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 from pathlib import Path
@@ -137,21 +136,14 @@ class BestCheckpoint(TrainerCallback):
                 params[name].copy_(t)
 
 
-class Guard(TrainerCallback):
-    """JSONL log of losses; stops on a NaN or infinite loss."""
+class LogCallback(TrainerCallback):
+    """Losses and learning rates into the run's JSONL log."""
 
     def __init__(self, log):
         self.log = log
-        self.bad_step: int | None = None
 
     def on_log(self, args, state, control, logs=None, **kw):
-        logs = dict(logs or {})
-        self.log({"event": "log", "step": state.global_step, **logs})
-        loss = logs.get("loss")
-        if loss is not None and not math.isfinite(float(loss)):
-            self.bad_step = state.global_step
-            control.should_training_stop = True
-            control.should_save = False
+        self.log({"event": "log", "step": state.global_step, **dict(logs or {})})
 
 
 def _write_json(path: Path, data) -> None:
@@ -161,7 +153,27 @@ def _write_json(path: Path, data) -> None:
 
 
 class _StageTrainer(Trainer):
-    """Checkpoints hold the whole model state (base + prompt/LoRA), in safetensors."""
+    """A Trainer whose checkpoints hold the whole model state (base + prompt/LoRA) in
+    safetensors, and which stops cleanly on a non-finite loss or on Ctrl-C."""
+
+    interrupted = False  # set by the SIGINT handler
+    bad_step: int | None = None
+    stopped_by_interrupt = False
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.add_callback(_Veto(self))
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        flags = torch.tensor([0.0 if torch.isfinite(loss).all() else 1.0, 1.0 if self.interrupted else 0.0])
+        if world()[1] > 1:  # every process must agree, or DDP would hang
+            torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.MAX)
+        if flags[0] > 0 and self.bad_step is None:
+            self.bad_step = self.state.global_step + 1
+        elif flags[1] > 0:
+            self.stopped_by_interrupt = True
+        return loss
 
     def _save(self, output_dir=None, state_dict=None):
         out = Path(output_dir or self.args.output_dir)
@@ -170,6 +182,60 @@ class _StageTrainer(Trainer):
 
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
         load_state(model or self.model, Path(resume_from_checkpoint) / STATE_FILE)
+
+
+class _Veto(TrainerCallback):
+    """Runs after the Trainer's own flow callback: never checkpoint a step whose loss was
+    not finite; on Ctrl-C, checkpoint this step and stop."""
+
+    def __init__(self, trainer):
+        self.trainer = trainer
+
+    def on_step_end(self, args, state, control, **kw):
+        if self.trainer.bad_step is not None:
+            control.should_save = False
+            control.should_training_stop = True
+        elif self.trainer.stopped_by_interrupt:
+            control.should_save = args.save_strategy != "no"
+            control.should_training_stop = True
+        return control
+
+
+class Interrupted(RetainError):
+    """Ctrl-C during training: a checkpoint was kept; exit code 130."""
+
+    exit_code = 130
+
+
+class _catch_sigint:
+    """While training, the first Ctrl-C asks the Trainer to checkpoint and stop; a second one aborts."""
+
+    def __init__(self, trainer):
+        self.trainer = trainer
+
+    def __enter__(self):
+        import signal
+        import threading
+
+        self.previous = None
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        import signal
+
+        if self.trainer.interrupted:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            raise KeyboardInterrupt
+        self.trainer.interrupted = True
+
+    def __exit__(self, *exc):
+        import signal
+
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+        return False
 
 
 def last_checkpoint(stage_dir: Path) -> Path | None:
@@ -216,19 +282,27 @@ def run_stage(model, tokenizer, stage: Stage, *, rows: list[dict], steps: int, l
         g.setdefault("weight_decay", cfg.weight_decay)
     optimizer = opt_cls(groups, lr=lr, **opt_kwargs)
     best = BestCheckpoint(evaluate, cfg.eval_every if evaluate else 0, steps, stage_dir, log)
-    guard = Guard(log)
     trainer = _StageTrainer(model=model, args=args, train_dataset=rows, data_collator=collator,
-                            optimizers=(optimizer, None), callbacks=[best, guard])
+                            optimizers=(optimizer, None), callbacks=[best, LogCallback(log)])
     ckpt = last_checkpoint(stage_dir) if resume else None
     log({"event": "stage_start", "stage": stage.name, "trains": stage.trains, "steps": steps, "lr": lr,
          "trainable_parameters": n_train, "resumed_from": str(ckpt.name) if ckpt else None})
     t0 = time.time()
-    result = trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
-    if guard.bad_step is not None:
+    with _catch_sigint(trainer):
+        result = trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
+    if trainer.bad_step is not None:
         kept = last_checkpoint(stage_dir)
+        log({"event": "nonfinite_loss", "step": trainer.bad_step})
         raise RetainError(
-            f"stage {stage.name}: the loss became NaN/inf at step {guard.bad_step}; training stopped"
-            + (f", last good checkpoint kept in {kept} (lower the learning rate and use --resume)" if kept else " (lower the learning rate)")
+            f"stage {stage.name}: the loss became NaN/inf at step {trainer.bad_step}; training stopped"
+            + (f"; last good checkpoint kept in {kept} (lower the learning rate, then rerun with --resume)" if kept else " (lower the learning rate)")
+        )
+    if trainer.stopped_by_interrupt:
+        kept = last_checkpoint(stage_dir)
+        log({"event": "interrupted", "step": trainer.state.global_step})
+        raise Interrupted(
+            f"interrupted (Ctrl-C) in stage {stage.name} at step {trainer.state.global_step}"
+            + (f"; checkpoint kept in {kept}: rerun the same command with --resume to continue" if kept else "; no checkpoint was kept")
         )
     best.restore(model)
     record = {

@@ -41,17 +41,21 @@ def check_output(out: Path, *, overwrite: bool, resume: bool, flag: str = "--out
     """Refuse outputs that would clobber something, before any work is done."""
     if out.exists() and not out.is_dir():
         raise RetainError(f"{flag}: {out} exists and is not a directory")
-    if out.is_dir() and any(out.iterdir()):
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
         if not is_run_dir(out):
-            raise RetainError(f"{flag}: {out} exists, is not empty and is not a retain run; choose another path (or pass --overwrite to replace it)")
-        if not overwrite:
-            raise RetainError(f"{flag}: {out} already holds a run; pass --overwrite to replace it")
-    parent = out.parent if str(out.parent) else Path(".")
-    probe = parent
+            raise RetainError(f"{flag}: {out} exists, is not empty and is not a retain run; choose another path or pass --overwrite to replace it")
+        raise RetainError(f"{flag}: {out} already holds a run; pass --overwrite to replace it")
+    probe = out.parent
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent
-    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
-        raise RetainError(f"{flag}: cannot write to {probe} (permission denied)")
+    if not probe.is_dir():
+        raise RetainError(f"{flag}: cannot create {out}: {probe} is not a directory")
+    try:  # a real write: permission bits say nothing when running as root
+        import tempfile
+
+        Path(tempfile.mkdtemp(prefix=".retain-probe-", dir=probe)).rmdir()
+    except OSError as e:
+        raise RetainError(f"{flag}: cannot write to {probe} ({e.strerror or e})") from None
     if resume and not staging_dir(out).is_dir():
         raise RetainError(f"--resume: no interrupted run to resume at {staging_dir(out)}")
 

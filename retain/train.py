@@ -78,6 +78,11 @@ def train(cfg: TrainConfig, *, progress=print) -> Path:
         budget = limit - (cfg.prompt_length if uses_prompt(cfg.method) else 0)
         max_length = min(max_length, budget)
     tok = tokenize(train_examples, tokenizer, fmt, max_length)
+    if tok.truncated and is_main():
+        import sys
+
+        sys.stderr.write(f"[retain] note: {tok.truncated} training examples are longer than {max_length} tokens; "
+                         "their prompts were cut from the left so the output is kept\n")
     max_new = cfg.max_new_tokens or max(len(tokenizer(fmt.target(e), add_special_tokens=False)["input_ids"]) for e in train_examples[:2000]) + 4
 
     staging = staging_dir(out)
