@@ -20,10 +20,12 @@ from __future__ import annotations
 import json
 import os
 import time
+import weakref
 from pathlib import Path
 
 import torch
-from transformers import DataCollatorForSeq2Seq, Trainer, TrainerCallback, TrainingArguments
+import torch.nn.functional as F
+from transformers import DataCollatorForSeq2Seq, DataCollatorWithFlattening, Trainer, TrainerCallback, TrainingArguments
 
 from retain.errors import RetainError
 from retain.evaluation.generation import generate_texts
@@ -160,9 +162,36 @@ class _StageTrainer(Trainer):
     bad_step: int | None = None
     stopped_by_interrupt = False
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, selective_loss: bool = False, virtual_tokens: int = 0, **kwargs):
         super().__init__(*args, **kwargs)
+        self.selective_loss, self.virtual_tokens = selective_loss, virtual_tokens
         self.add_callback(_Veto(self))
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        """Causal LM loss computing logits only where a label is predicted.
+
+        The loss is on the output tokens only, so the LM head (a vocabulary-sized
+        matmul per position) is applied just to positions whose next token is a
+        label: the union over the batch, passed to the model as ``logits_to_keep``.
+        Same value as the model's own shifted cross-entropy (see the tests).
+        """
+        if not self.selective_loss or "labels" not in inputs:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        labels = inputs.pop("labels")
+        keep = (labels[:, 1:] != -100).any(0).nonzero().squeeze(1)
+        outputs = model(**inputs, logits_to_keep=keep + self.virtual_tokens, use_cache=False)
+        logits = outputs.logits
+        target = labels[:, keep + 1]
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), target.reshape(-1), ignore_index=-100,
+                               reduction="sum", label_smoothing=self.args.label_smoothing_factor)
+        self.loss_is_scaled_for_ga = num_items_in_batch is not None
+        if num_items_in_batch is None:
+            loss = loss / (target != -100).sum().clamp(min=1)
+        else:
+            loss = loss / num_items_in_batch
+            if self.args.average_tokens_across_devices:  # the Trainer averages gradients over processes
+                loss = loss * self.accelerator.num_processes
+        return (loss, outputs) if return_outputs else loss
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         loss = super().training_step(model, inputs, num_items_in_batch)
@@ -239,8 +268,54 @@ class _catch_sigint:
 
 
 def last_checkpoint(stage_dir: Path) -> Path | None:
-    ckpts = [p for p in stage_dir.glob("checkpoint-*") if (p / STATE_FILE).is_file() and (p / "trainer_state.json").is_file()]
+    """The newest complete checkpoint of a stage (one killed mid-write is skipped)."""
+
+    def complete(p: Path) -> bool:
+        try:
+            json.loads((p / "trainer_state.json").read_text())
+        except (OSError, ValueError):
+            return False
+        return (p / STATE_FILE).is_file()
+
+    ckpts = [p for p in stage_dir.glob("checkpoint-*") if p.name.split("-")[-1].isdigit() and complete(p)]
     return max(ckpts, key=lambda p: int(p.name.split("-")[1])) if ckpts else None
+
+
+def _virtual_tokens(model) -> int:
+    """Soft-prompt tokens PEFT prepends to every row (0 without a prompt)."""
+    if not hasattr(model, "prompt_encoder"):
+        return 0
+    return model.peft_config[model.active_adapter].num_virtual_tokens
+
+
+_PACKING_OK: "weakref.WeakKeyDictionary[torch.nn.Module, bool]" = weakref.WeakKeyDictionary()
+
+
+@torch.no_grad()
+def packing_is_exact(model) -> bool:
+    """Does this model keep packed sequences apart (position ids restarting at 0)?
+
+    transformers builds a block-causal mask from restarting position ids for most
+    decoder models; rather than trusting a list, two short sequences are run
+    packed and apart once per model, and packing is used only if the logits agree.
+    """
+    if model not in _PACKING_OK:
+        was = model.training
+        model.eval()
+        try:
+            emb = model.get_input_embeddings()
+            a = torch.arange(3, 8, device=emb.weight.device).unsqueeze(0) % emb.num_embeddings
+            b = torch.arange(11, 14, device=emb.weight.device).unsqueeze(0) % emb.num_embeddings
+            la = model(input_ids=a, use_cache=False).logits
+            lb = model(input_ids=b, use_cache=False).logits
+            pos = torch.tensor([[0, 1, 2, 3, 4, 0, 1, 2]], device=a.device)
+            lp = model(input_ids=torch.cat([a, b], 1), position_ids=pos, use_cache=False).logits
+            _PACKING_OK[model] = bool(torch.allclose(lp[:, :5], la, atol=1e-4) and torch.allclose(lp[:, 5:], lb, atol=1e-4))
+        except Exception:  # an architecture without position ids: pad instead
+            _PACKING_OK[model] = False
+        finally:
+            model.train(was)
+    return _PACKING_OK[model]
 
 
 # -------------------------------------------------------------------- stage
@@ -274,7 +349,12 @@ def run_stage(model, tokenizer, stage: Stage, *, rows: list[dict], steps: int, l
         ddp_find_unused_parameters=False,
         disable_tqdm=False,
     )
-    collator = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100)
+    causal = not getattr(getattr(model, "config", None), "is_encoder_decoder", False)
+    virtual = _virtual_tokens(model)
+    packed = causal and not virtual and getattr(cfg, "packing", True) and packing_is_exact(model)
+    # padding-free: a batch is one row of concatenated examples with restarting position ids
+    collator = (DataCollatorWithFlattening(return_position_ids=True, separator_id=-100) if packed
+                else DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100))
     opt_cls, opt_kwargs = Trainer.get_optimizer_cls_and_kwargs(args, model)
     opt_kwargs = {k: v for k, v in opt_kwargs.items() if k != "lr"}
     groups = param_groups(model, lr, prompt_lr)
@@ -283,10 +363,11 @@ def run_stage(model, tokenizer, stage: Stage, *, rows: list[dict], steps: int, l
     optimizer = opt_cls(groups, lr=lr, **opt_kwargs)
     best = BestCheckpoint(evaluate, cfg.eval_every if evaluate else 0, steps, stage_dir, log)
     trainer = _StageTrainer(model=model, args=args, train_dataset=rows, data_collator=collator,
-                            optimizers=(optimizer, None), callbacks=[best, LogCallback(log)])
+                            optimizers=(optimizer, None), callbacks=[best, LogCallback(log)],
+                            selective_loss=causal, virtual_tokens=virtual)
     ckpt = last_checkpoint(stage_dir) if resume else None
     log({"event": "stage_start", "stage": stage.name, "trains": stage.trains, "steps": steps, "lr": lr,
-         "trainable_parameters": n_train, "resumed_from": str(ckpt.name) if ckpt else None})
+         "trainable_parameters": n_train, "packed": packed, "resumed_from": str(ckpt.name) if ckpt else None})
     t0 = time.time()
     with _catch_sigint(trainer):
         result = trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
@@ -308,7 +389,7 @@ def run_stage(model, tokenizer, stage: Stage, *, rows: list[dict], steps: int, l
     record = {
         "stage": stage.name, "trains": stage.trains, "steps": steps, "learning_rate": lr,
         "prompt_learning_rate": prompt_lr if stage.trains_prompt else None,
-        "trainable_parameters": n_train, "train_loss": round(float(result.training_loss), 6),
+        "trainable_parameters": n_train, "packed": packed, "train_loss": round(float(result.training_loss), 6),
         "evaluations": best.evals, "best": best.best, "wall_time_s": round(time.time() - t0, 2),
         "resumed_from": ckpt.name if ckpt else None,
     }

@@ -46,8 +46,8 @@ def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path):
     proc = _popen(_args(train, val, out))
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
-        if (staging / "checkpoints" / stage / f"checkpoint-{target}").is_dir():
-            break
+        if (staging / "checkpoints" / stage / f"checkpoint-{target}" / "trainer_state.json").is_file():
+            break  # a complete checkpoint (its state is written last)
         time.sleep(0.005)
     assert proc.poll() is None, f"run ended before it could be killed:\n{proc.stderr.read()[-2000:]}"
     proc.send_signal(signal.SIGKILL)

@@ -1,0 +1,78 @@
+"""Shared bits of the benchmarks: data paths, result files, the machine."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("RETAIN_SHARED_DATA", ROOT.parent / "shared" / "data"))
+RESULTS = ROOT / "bench" / "results"
+
+
+def machine() -> dict:
+    import torch
+
+    return {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "platform": platform.platform(),
+            "torch": torch.__version__, "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+
+
+def write_result(name: str, data: dict) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps({"benchmark": name, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                                "machine": machine(), **data}, indent=2))
+    return path
+
+
+def sst2_rows(tokenizer, n: int, template: str = "Review: {input}\nSentiment:") -> list[dict]:
+    """Tokenized SST-2 training examples (loss on the output only), as the engine builds them."""
+    from retain.data import TaskFormat, load_jsonl, tokenize
+
+    examples = load_jsonl(SHARED / "sst2" / "train.jsonl")[:n]
+    return tokenize(examples, tokenizer, TaskFormat(template), 256).rows
+
+
+def step_timer(model, tokenizer, stage_trains: str, *, lr: float = 2e-5, packing: bool = False):
+    """A function timing optimizer steps of the engine's Trainer on a given batch.
+
+    Returns ``time_steps(batch_rows, n, warmup) -> seconds per step``: forward,
+    backward and optimizer step exactly as ``retain train`` runs them.
+    """
+    import torch
+    from transformers import DataCollatorForSeq2Seq, DataCollatorWithFlattening, Trainer, TrainingArguments
+
+    from retain.engine import _StageTrainer, _virtual_tokens
+    from retain.methods import Stage, param_groups, prepare
+
+    prepare(model, Stage("bench", stage_trains))
+    args = TrainingArguments(output_dir="/tmp/retain-bench-steps", report_to=[], use_cpu=not torch.cuda.is_available(),
+                             learning_rate=lr)
+    opt_cls, kw = Trainer.get_optimizer_cls_and_kwargs(args, model)
+    kw.pop("lr", None)
+    optimizer = opt_cls(param_groups(model, lr, 3e-2), lr=lr, **kw)
+    trainer = _StageTrainer(model=model, args=args, selective_loss=True, virtual_tokens=_virtual_tokens(model))
+    collate = (DataCollatorWithFlattening(return_position_ids=True, separator_id=-100) if packing
+               else DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100))
+    device = next(model.parameters()).device
+
+    def time_steps(rows, n: int = 5, warmup: int = 1) -> float:
+        batch = {k: v.to(device) for k, v in collate(rows).items()}
+        model.train()
+        for i in range(warmup + n):
+            if i == warmup:
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                t = time.perf_counter()
+            loss = trainer.compute_loss(model, dict(batch))
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        return (time.perf_counter() - t) / n
+
+    return time_steps
