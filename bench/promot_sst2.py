@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -60,7 +61,7 @@ def main() -> None:
     tuned_acc, _ = accuracy(run.prompted, run.tokenizer, run.format, val, False)
     no_prompt_acc, _ = accuracy(run.model, run.tokenizer, fmt, val, False)
     result = {
-        "command": " ".join(cmd[1:]).replace(sys.executable, "python"),
+        "command": "python " + shlex.join(cmd[1:]),
         "validation_examples": len(val),
         "accuracy": {"untuned": round(base_acc, 2), "promot_with_prompt": round(tuned_acc, 2),
                      "promot_without_prompt": round(no_prompt_acc, 2)},
@@ -73,8 +74,9 @@ def main() -> None:
     (out / "promot_sst2.json").write_text(json.dumps(result, indent=2))
     md = ["# ProMoT on SST-2, embedded default (SmolLM2-135M-Instruct)", "",
           f"Command (repo root): `python bench/promot_sst2.py --stage1-steps {args.stage1_steps} --stage2-steps {args.stage2_steps}`, which runs", "",
-          f"    retain {' '.join(cmd[3:])}".replace(str(ROOT.parent), ".."), "",
-          f"Machine: {result['machine']}. Training wall time {train_s / 60:.1f} min.", "",
+          f"    retain {shlex.join(cmd[3:])}".replace(str(ROOT.parent), ".."), "",
+          f"Machine: {result['machine']}. Training wall time of this invocation {train_s / 60:.1f} min"
+          + (" (resumed: earlier stages were loaded from the interrupted run)." if args.resume else "."), "",
           f"SST-2 validation accuracy ({len(val)} sentences, greedy, template `Review: {{input}}\\nSentiment:`):", "",
           "| model | accuracy |", "|---|---|",
           f"| untuned SmolLM2-135M-Instruct | {base_acc:.2f} |",
