@@ -1,0 +1,153 @@
+"""A SwitchCIT registry: one frozen base, one LoRA adapter per task, a switch.
+
+Layout of a ``retain continual --method switchcit --output DIR``::
+
+    registry.json        base model spec + sha256 of its weights, feature model, tasks (name, metric, template)
+    adapters/<task>/     PEFT LoRA adapter of each task (adapter_config.json, adapter_model.safetensors)
+    switch/              switch.safetensors, switch.json, instructions.jsonl (the stored instructions)
+    results.json, results.md, R.png, average.png, train_log.jsonl
+    manifest.json        sha256 of every file; verified on load
+
+``load_registry`` refuses a base model whose weights differ from the recorded
+hash, and any file that differs from the manifest.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from retain.errors import RetainError
+
+REGISTRY_FILE = "registry.json"
+KIND = "switchcit-registry"
+
+
+def save_adapter(model, task: str, root: Path) -> Path:
+    """Write one adapter of a PeftModel to ``root/adapters/<task>/``."""
+    tmp = root / ".adapter-tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(str(tmp), selected_adapters=[task])
+    dest = root / "adapters" / task
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(dest, ignore_errors=True)
+    (tmp / task).rename(dest)
+    shutil.rmtree(tmp, ignore_errors=True)
+    return dest
+
+
+def copy_adapters(src: Path, dest: Path, tasks: list[str]) -> None:
+    """Old adapters go into a new registry byte for byte (never re-serialised)."""
+    for task in tasks:
+        shutil.copytree(src / "adapters" / task, dest / "adapters" / task)
+
+
+def read_info(path: Path) -> dict:
+    path = Path(path)
+    if not path.is_dir():
+        raise RetainError(f"--registry: no such directory: {path}")
+    f = path / REGISTRY_FILE
+    if not f.is_file():
+        raise RetainError(f"--registry: {path} is not a SwitchCIT registry (no {REGISTRY_FILE})")
+    try:
+        info = json.loads(f.read_text())
+    except ValueError as e:
+        raise RetainError(f"{f}: malformed JSON ({e})") from None
+    if info.get("kind") != KIND:
+        raise RetainError(f"{f}: not a SwitchCIT registry (kind {info.get('kind')!r})")
+    return info
+
+
+def check_base(info: dict, loaded, path: Path) -> None:
+    want = info["base"]["fingerprint"]
+    if loaded.fingerprint != want:
+        raise RetainError(
+            f"{path}: registry adapters were trained on base '{info['base']['spec']}' (weights sha256 {want[:12]}), "
+            f"but base '{loaded.spec}' has weights sha256 {loaded.fingerprint[:12]}; refusing to load adapters on a different base model"
+        )
+
+
+def load_feature_model(spec: str, peft_model, tokenizer, is_seq2seq: bool, *, fingerprint: str | None = None,
+                       max_length: int = 256, trust_remote_code: bool = False, allow_pickle: bool = False):
+    from retain.continual.switch import FeatureModel
+    from retain.models import load_model
+
+    if spec == "base":
+        return FeatureModel(peft_model, tokenizer, is_seq2seq, max_length)
+    loaded = load_model(spec, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle)
+    if fingerprint and loaded.fingerprint != fingerprint:
+        raise RetainError(f"feature model '{spec}' now loads weights sha256 {loaded.fingerprint[:12]}, "
+                          f"but the switch was trained on {fingerprint[:12]}")
+    loaded.model.eval().requires_grad_(False)
+    features = FeatureModel(loaded.model, loaded.tokenizer, loaded.is_seq2seq, max_length)
+    features.fingerprint = loaded.fingerprint
+    return features
+
+
+@dataclass
+class Registry:
+    path: Path
+    info: dict
+    model: object  # PeftModel holding every task's adapter
+    tokenizer: object
+    is_seq2seq: bool
+    switch: object
+    features: object
+
+    @property
+    def tasks(self) -> list[dict]:
+        return self.info["tasks"]
+
+    def task(self, name: str) -> dict:
+        return next(t for t in self.tasks if t["name"] == name)
+
+    def route(self, texts: list[str]) -> list[str]:
+        return self.switch.route(self.features, texts)
+
+    def prompts(self, texts: list[str], names: list[str]) -> list[str]:
+        from retain.data import render
+
+        return [render(self.task(n)["template"], {"input": t}) for t, n in zip(texts, names)]
+
+    def generate(self, texts: list[str], *, names: list[str] | None = None, max_new_tokens: int | None = None,
+                 first_line: bool = True, batch_size: int = 16) -> tuple[list[str], list[str]]:
+        """Route each input (unless ``names`` are given) and generate, mixed tasks in one pass per batch."""
+        from retain.continual.generation import generate_routed
+
+        names = list(names) if names is not None else self.route(texts)
+        limits = [max_new_tokens or self.task(n).get("max_new_tokens") or 32 for n in names]
+        outs = generate_routed(self.model, self.tokenizer, self.prompts(texts, names), names, is_seq2seq=self.is_seq2seq,
+                               max_new_tokens=limits, batch_size=batch_size, first_line=first_line)
+        return names, outs
+
+
+def load_registry(path, *, base: str | None = None, verify: bool = True) -> Registry:
+    """Load a registry; ``base`` overrides the recorded base model spec (its weights must match)."""
+    from peft import PeftModel
+
+    from retain.continual.switch import Switch
+    from retain.models import load_model
+    from retain.run import verify_manifest
+
+    path = Path(path)
+    info = read_info(path)
+    if verify:
+        verify_manifest(path)
+    cfg = info.get("config", {})
+    loaded = load_model(base or info["base"]["spec"], trust_remote_code=cfg.get("trust_remote_code", False),
+                        allow_pickle=cfg.get("allow_pickle", False))
+    check_base(info, loaded, path)
+    names = [t["name"] for t in info["tasks"]]
+    model = PeftModel.from_pretrained(loaded.model, str(path / "adapters" / names[0]), adapter_name=names[0])
+    for name in names[1:]:
+        model.load_adapter(str(path / "adapters" / name), adapter_name=name)
+    model.eval().requires_grad_(False)
+    fm = info["feature_model"]
+    features = load_feature_model(fm["spec"], model, loaded.tokenizer, loaded.is_seq2seq, fingerprint=fm.get("fingerprint"),
+                                  max_length=cfg.get("switch_max_length", 256))
+    switch = Switch.load(path / "switch")
+    if switch.tasks != names:
+        raise RetainError(f"{path}: the switch routes to {switch.tasks} but the registry holds adapters {names}")
+    return Registry(path, info, model, loaded.tokenizer, loaded.is_seq2seq, switch, features)

@@ -1,0 +1,96 @@
+"""results.json, results.md, a heatmap of R and a line plot of the average per stage."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def _fmt(x, digits: int = 1) -> str:
+    return "–" if x is None else f"{x:.{digits}f}"
+
+
+def write_results(root: Path, results: dict, *, title: str | None = None) -> None:
+    root = Path(root)
+    (root / "results.json").write_text(json.dumps(results, indent=2))
+    (root / "results.md").write_text(markdown(results, title=title))
+    plot_matrix(results, root / "R.png")
+    plot_average(results, root / "average.png")
+
+
+def markdown(res: dict, *, title: str | None = None) -> str:
+    tasks, R, stages = res["tasks"], res["R"], res["stages"]
+    s = res["summary"]
+    lines = [f"# {title or 'Continual instruction tuning: ' + res['method']}", ""]
+    lines += [f"Base model `{res['model']}`, method **{res['method']}**, tasks in order: {', '.join(tasks)}; "
+              f"{res['config']['max_steps']} steps per task, batch {res['config']['batch_size']}, "
+              f"{res['config']['eval_samples']} validation items per task.", ""]
+    lines += ["Metrics: " + ", ".join(f"{t} {m}" for t, m in zip(tasks, res["metrics"])) + ".", ""]
+    lines += ["R[i][j]: score on task j (column) after stage i (row).", ""]
+    lines += ["| after \\ task | " + " | ".join(tasks) + " | average |", "|---" * (len(tasks) + 2) + "|"]
+    for name, row, avg in zip(stages, R, s["average_per_stage"]):
+        lines.append(f"| {name} | " + " | ".join(_fmt(x) for x in row) + f" | {_fmt(avg)} |")
+    lines += ["", f"* final average: **{_fmt(s['final_average'], 2)}**",
+              f"* BWT: **{_fmt(s['bwt'], 2)}**" + (" (one stage: not defined)" if s["bwt"] is None else ""),
+              f"* forgetting: **{_fmt(s['forgetting'], 2)}**"]
+    cons = res.get("constraint")
+    if cons:
+        for name, values in cons.items():
+            lines.append(f"* {name}: outputs meeting the constraint after each stage (%): " + ", ".join(_fmt(v) for v in values))
+    routing = res.get("routing")
+    if routing:
+        lines += [f"* routing accuracy per stage (%): " + ", ".join(_fmt(r["accuracy"]) for r in routing),
+                  "", "Final routing confusion (rows: true task, columns: routed to):", "",
+                  "| true \\ routed | " + " | ".join(routing[-1]["labels"]) + " |", "|---" * (len(routing[-1]["labels"]) + 1) + "|"]
+        for name, row in zip(routing[-1]["rows"], routing[-1]["confusion"]):
+            lines.append(f"| {name} | " + " | ".join(str(v) for v in row) + " |")
+    if res.get("command"):
+        lines += ["", "Command:", "", "```", res["command"], "```"]
+    lines += ["", f"Wall time: {res.get('wall_time_s', 0):.0f} s.", ""]
+    return "\n".join(lines)
+
+
+def plot_matrix(res: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    R = np.array([[np.nan if x is None else x for x in row] for row in res["R"]], dtype=float)
+    fig, ax = plt.subplots(figsize=(1.2 + 1.1 * len(res["tasks"]), 1.2 + 0.7 * len(res["stages"])))
+    im = ax.imshow(R, cmap="viridis", aspect="auto")
+    ax.set_xticks(range(len(res["tasks"])), res["tasks"])
+    ax.set_yticks(range(len(res["stages"])), [f"after {s}" for s in res["stages"]])
+    for i in range(R.shape[0]):
+        for j in range(R.shape[1]):
+            if not np.isnan(R[i, j]):
+                ax.text(j, i, f"{R[i, j]:.1f}", ha="center", va="center", color="white", fontsize=8)
+    ax.set_title(f"{res['method']}: R[i][j]")
+    fig.colorbar(im, ax=ax)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_average(res: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    plot_average_on(ax, res)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_average_on(ax, res: dict, label: str | None = None) -> None:
+    avg = res["summary"]["average_per_stage"]
+    xs = list(range(1, len(avg) + 1)) if len(avg) > 1 else [len(res["tasks"])]
+    ax.plot(xs, avg, marker="o", label=label or res["method"])
+    ax.set_xlabel("tasks learnt")
+    ax.set_ylabel("average score over tasks seen")
+    ax.set_xticks(range(1, len(res["tasks"]) + 1))

@@ -1,0 +1,137 @@
+"""The switch: which task does an instruction belong to?
+
+Features are the final-layer hidden state of the last input token of a feature
+model (the base model with its adapters switched off by default; any model
+spec otherwise; for encoder-decoder models, the encoder's). A small classifier,
+Linear(d, 200) - ReLU - Linear(200, n_tasks), is trained with AdamW (1e-3) for
+20 epochs on the *stored* instructions only: a retention fraction of each
+task's training inputs, at least a minimum count. Nothing else of old tasks is
+kept.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import random
+from pathlib import Path
+
+import torch
+
+SWITCH_WEIGHTS = "switch.safetensors"
+SWITCH_INFO = "switch.json"
+STORED = "instructions.jsonl"
+
+
+def retained(inputs: list[str], fraction: float, minimum: int, seed: int) -> list[str]:
+    """The stored sample of a task's instructions: max(ceil(fraction*n), minimum), at most n."""
+    k = min(len(inputs), max(math.ceil(fraction * len(inputs)), minimum))
+    return random.Random(seed).sample(inputs, k)
+
+
+class FeatureModel:
+    """Last-token final hidden states of a (frozen) model."""
+
+    def __init__(self, model, tokenizer, is_seq2seq: bool, max_length: int = 256, batch_size: int = 16):
+        self.model, self.tokenizer, self.is_seq2seq = model, tokenizer, is_seq2seq
+        self.max_length, self.batch_size = max_length, batch_size
+        self.fingerprint: str | None = None  # of a separate feature model; None for the base model
+
+    @torch.no_grad()
+    def __call__(self, texts: list[str]) -> torch.Tensor:
+        model = self.model
+        ctx = model.disable_adapter() if hasattr(model, "disable_adapter") else contextlib.nullcontext()
+        was_training = model.training
+        model.eval()
+        old_side, self.tokenizer.padding_side = self.tokenizer.padding_side, "right"
+        device = next(model.parameters()).device
+        out = []
+        try:
+            with ctx:
+                for start in range(0, len(texts), self.batch_size):
+                    enc = self.tokenizer(texts[start:start + self.batch_size], return_tensors="pt", padding=True,
+                                         truncation=True, max_length=self.max_length, add_special_tokens=False)
+                    enc = {k: v.to(device) for k, v in enc.items()}
+                    if self.is_seq2seq:
+                        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+                        hidden = base.get_encoder()(**enc).last_hidden_state
+                    else:
+                        hidden = model(**enc, output_hidden_states=True).hidden_states[-1]
+                    last = enc["attention_mask"].sum(1) - 1  # right padding: the last real token
+                    out.append(hidden[torch.arange(hidden.shape[0], device=device), last].float().cpu())
+        finally:
+            self.tokenizer.padding_side = old_side
+            model.train(was_training)
+        return torch.cat(out) if out else torch.zeros(0)
+
+
+def classifier(dim: int, hidden: int, n_tasks: int) -> torch.nn.Module:
+    return torch.nn.Sequential(torch.nn.Linear(dim, hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, n_tasks))
+
+
+class Switch:
+    """Routes inputs to task names; retrained from the stored instructions after each task."""
+
+    def __init__(self, tasks: list[str], stored: dict[str, list[str]], net: torch.nn.Module | None = None, *,
+                 hidden: int = 200, info: dict | None = None):
+        self.tasks, self.stored, self.net, self.hidden = list(tasks), stored, net, hidden
+        self.info = dict(info or {})
+
+    def fit(self, features: FeatureModel, *, epochs: int = 20, lr: float = 1e-3, batch_size: int = 32, seed: int = 0) -> dict:
+        texts = [t for name in self.tasks for t in self.stored[name]]
+        labels = torch.tensor([i for i, name in enumerate(self.tasks) for _ in self.stored[name]])
+        x = features(texts)
+        torch.manual_seed(seed)
+        self.net = classifier(x.shape[1], self.hidden, len(self.tasks))
+        opt = torch.optim.AdamW(self.net.parameters(), lr=lr)
+        gen = torch.Generator().manual_seed(seed)
+        self.net.train()
+        loss = torch.tensor(0.0)
+        for _ in range(epochs):
+            for idx in torch.randperm(len(labels), generator=gen).split(batch_size):
+                loss = torch.nn.functional.cross_entropy(self.net(x[idx]), labels[idx])
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+        self.net.eval()
+        with torch.no_grad():
+            train_acc = (self.net(x).argmax(1) == labels).float().mean().item() * 100
+        self.info.update({"dim": x.shape[1], "hidden": self.hidden, "epochs": epochs, "lr": lr, "batch_size": batch_size,
+                          "stored": {n: len(self.stored[n]) for n in self.tasks}})
+        return {"final_loss": round(float(loss), 6), "train_accuracy": round(train_acc, 2), "examples": len(labels)}
+
+    @torch.no_grad()
+    def route_features(self, x: torch.Tensor) -> list[str]:
+        return [self.tasks[i] for i in self.net(x).argmax(1).tolist()]
+
+    def route(self, features: FeatureModel, texts: list[str]) -> list[str]:
+        return self.route_features(features(texts))
+
+    # ------------------------------------------------------------- files
+    def save(self, folder: Path) -> None:
+        from safetensors.torch import save_file
+
+        folder.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.contiguous() for k, v in self.net.state_dict().items()}, str(folder / SWITCH_WEIGHTS))
+        (folder / SWITCH_INFO).write_text(json.dumps({**self.info, "tasks": self.tasks, "hidden": self.hidden}, indent=2))
+        with open(folder / STORED, "w") as f:
+            for name in self.tasks:
+                for text in self.stored[name]:
+                    f.write(json.dumps({"task": name, "input": text}) + "\n")
+
+    @classmethod
+    def load(cls, folder: Path) -> "Switch":
+        from safetensors.torch import load_file
+
+        info = json.loads((folder / SWITCH_INFO).read_text())
+        stored: dict[str, list[str]] = {n: [] for n in info["tasks"]}
+        for line in (folder / STORED).read_text().splitlines():
+            if line.strip():
+                row = json.loads(line)
+                stored[row["task"]].append(row["input"])
+        state = load_file(str(folder / SWITCH_WEIGHTS))
+        net = classifier(info["dim"], info["hidden"], len(info["tasks"]))
+        net.load_state_dict(state)
+        net.eval()
+        return cls(info["tasks"], stored, net, hidden=info["hidden"], info=info)

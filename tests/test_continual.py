@@ -1,0 +1,245 @@
+"""retain continual on tiny models: SwitchCIT registry, routing, resume, baselines."""
+
+import hashlib
+import json
+import random
+import shutil
+
+import pytest
+import torch
+
+from tests.conftest import cli, write_jsonl
+
+WORDS = ["apple", "river", "stone", "cloud", "tiger", "lemon", "piano", "storm", "candle", "forest", "mirror", "rocket"]
+TASKS = {  # distinct instructions, so the switch can tell them apart
+    "rev": ("Reverse the letters of {w} ==>", lambda w: w[::-1]),
+    "up": ("Shout this word loudly: {w} !!", lambda w: w.upper()),
+    "dbl": ("copy twice ## {w} ##", lambda w: w + w),
+}
+FAST = ("--max-steps", 3, "--batch-size", 4, "--lr", "1e-2", "--eval-samples", 4, "--max-new-tokens", 6, "--retain-min", 8,
+        "--switch-epochs", 30)
+
+
+def make_task(root, name, seed=0):
+    tpl, f = TASKS[name]
+    r = random.Random(seed)
+    d = root / name
+    d.mkdir(parents=True, exist_ok=True)
+    for split, n in (("train", 24), ("validation", 4)):
+        write_jsonl(d / f"{split}.jsonl", [{"input": tpl.format(w=w), "output": f(w), "task": name}
+                                           for w in (r.choice(WORDS) for _ in range(n))])
+    return d
+
+
+def tree_hashes(root):
+    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cit")
+    return {name: make_task(root, name) for name in TASKS}
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory, data):
+    out = tmp_path_factory.mktemp("reg") / "cit"
+    cli("continual", "--model", "tiny-random-llama", "--method", "switchcit", "--tasks", data["rev"], data["up"],
+        "--output", out, *FAST)
+    return out
+
+
+def prompts_of(data, names, n=4):
+    rows = [json.loads(l) for name in names for l in (data[name] / "validation.jsonl").read_text().splitlines()[:n]]
+    return [r["input"] for r in rows], [r["task"] for r in rows]
+
+
+def test_registry_layout_and_round_trip(registry, data):
+    from safetensors.torch import load_file
+
+    from retain.continual.registry import load_registry
+
+    files = tree_hashes(registry)
+    for f in ("registry.json", "manifest.json", "results.json", "results.md", "R.png", "average.png",
+              "adapters/rev/adapter_model.safetensors", "adapters/up/adapter_config.json",
+              "switch/switch.safetensors", "switch/instructions.jsonl"):
+        assert f in files, f
+    info = json.loads((registry / "registry.json").read_text())
+    assert info["base"]["spec"] == "tiny-random-llama" and len(info["base"]["fingerprint"]) == 64
+    assert [t["name"] for t in info["tasks"]] == ["rev", "up"]
+    stored = [json.loads(l) for l in (registry / "switch" / "instructions.jsonl").read_text().splitlines()]
+    assert {r["task"] for r in stored} == {"rev", "up"} and len(stored) == 16  # retain-min 8 per task, nothing else
+
+    reg = load_registry(registry)
+    params = dict(reg.model.named_parameters())
+    for task in ("rev", "up"):
+        saved = load_file(str(registry / "adapters" / task / "adapter_model.safetensors"))
+        assert saved and any(v.abs().sum() > 0 for k, v in saved.items() if "lora_B" in k), "adapter did not train"
+        for key, tensor in saved.items():
+            name = key.replace(".weight", f".{task}.weight")
+            assert torch.equal(params[name], tensor), key
+    texts, truth = prompts_of(data, ["rev", "up"])
+    assert reg.route(texts) == truth
+    res = json.loads((registry / "results.json").read_text())
+    assert res["stages"] == ["rev", "up"] and len(res["R"]) == 2 and res["R"][0][1] is None
+    assert res["routing"][-1]["accuracy"] == 100.0 and res["routing"][-1]["confusion"] == [[4, 0], [0, 4]]
+    assert res["summary"]["bwt"] is not None and res["summary"]["final_average"] is not None
+
+
+def test_mixed_batch_routing_equals_per_adapter_rows(registry, data):
+    from retain.continual.generation import generate_routed
+    from retain.continual.registry import load_registry
+
+    reg = load_registry(registry)
+    texts, truth = prompts_of(data, ["rev", "up"])
+    order = [0, 4, 1, 5, 2, 6, 3, 7]  # interleave the tasks in one batch
+    texts, truth = [texts[i] for i in order], [truth[i] for i in order]
+    names = reg.route(texts)
+    assert names == truth
+    kw = dict(is_seq2seq=False, max_new_tokens=8, first_line=False, min_new_tokens=8)  # 8 real tokens per row
+    mixed = generate_routed(reg.model, reg.tokenizer, texts, names, **kw)
+    per = {a: generate_routed(reg.model, reg.tokenizer, texts, [a] * len(texts), **kw) for a in ("rev", "up")}
+    assert mixed == [per[n][i] for i, n in enumerate(names)]
+    assert all(mixed) and per["rev"] != per["up"], "adapters give identical outputs: the test would prove nothing"
+    tok = reg.tokenizer
+    for i, (text, name) in enumerate(zip(texts, names)):  # one row at a time, with the adapter set the usual way
+        reg.model.set_adapter(name)
+        enc = tok([text], return_tensors="pt", add_special_tokens=False)
+        with torch.no_grad():
+            ids = reg.model.generate(**enc, max_new_tokens=8, min_new_tokens=8, do_sample=False, pad_token_id=tok.pad_token_id)
+        assert tok.decode(ids[0, enc["input_ids"].shape[1]:], skip_special_tokens=True).strip() == mixed[i]
+
+
+def test_generate_cli_routes(registry, data):
+    from retain.continual.registry import load_registry
+
+    texts, _ = prompts_of(data, ["up", "rev"], n=2)
+    out = cli("generate", "--registry", registry, "--show-task", *texts).stdout.splitlines()
+    names, outs = load_registry(registry).generate(texts)
+    assert out == [f"{n}\t{o}" for n, o in zip(names, outs)]
+    assert [o.split("\t")[0] for o in out] == ["up", "up", "rev", "rev"]
+
+
+def test_different_base_or_changed_file_refused(registry, tmp_path):
+    from retain.continual.registry import load_registry
+    from retain.errors import RetainError
+
+    proc = cli("generate", "--registry", registry, "--base", "tiny-random-t5", "x", check=False)
+    assert proc.returncode == 2 and "different base model" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+    bad = tmp_path / "bad"
+    shutil.copytree(registry, bad)
+    f = bad / "adapters" / "up" / "adapter_model.safetensors"
+    raw = bytearray(f.read_bytes())
+    raw[-1] ^= 1
+    f.write_bytes(bytes(raw))
+    with pytest.raises(RetainError, match="sha256"):
+        load_registry(bad)
+
+
+def test_resume_adds_task_old_adapters_bit_identical_outputs_unchanged(registry, data, tmp_path):
+    from retain.continual.generation import generate_routed
+    from retain.continual.registry import load_registry
+
+    reg_dir = tmp_path / "cit"
+    shutil.copytree(registry, reg_dir)
+    before = {k: v for k, v in tree_hashes(reg_dir).items() if k.startswith("adapters/")}
+    texts, truth = prompts_of(data, ["rev", "up"])
+    old_reg = load_registry(reg_dir)
+    old_outputs = generate_routed(old_reg.model, old_reg.tokenizer, texts, truth, is_seq2seq=False, max_new_tokens=8,
+                                  min_new_tokens=8, first_line=False)
+    del old_reg
+
+    cli("continual", "--resume-from", reg_dir, "--tasks", data["dbl"], *FAST)  # replaces reg_dir atomically
+    after = tree_hashes(reg_dir)
+    assert all(after[k] == v for k, v in before.items()), "an old adapter file changed"
+    assert "adapters/dbl/adapter_model.safetensors" in after
+    assert not list(tmp_path.glob(".cit.*")), "staging left behind"
+    reg = load_registry(reg_dir)
+    new_outputs = generate_routed(reg.model, reg.tokenizer, texts, truth, is_seq2seq=False, max_new_tokens=8,
+                                  min_new_tokens=8, first_line=False)
+    assert all(new_outputs)
+    assert new_outputs == old_outputs  # with correct routing, old tasks are untouched by the new one
+    all_texts, all_truth = prompts_of(data, ["rev", "up", "dbl"])
+    assert reg.route(all_texts) == all_truth
+    res = json.loads((reg_dir / "results.json").read_text())
+    assert res["stages"] == ["rev", "up", "dbl"] and [len(r) for r in res["R"]] == [3, 3, 3]
+    assert res["R"][2][0] is not None and len(res["routing"]) == 3
+
+    proc = cli("continual", "--resume-from", reg_dir, "--tasks", data["dbl"], *FAST, check=False)
+    assert proc.returncode == 2 and "already in the registry" in proc.stderr
+    other = shutil.copytree(data["dbl"], tmp_path / "dbl2")
+    proc = cli("continual", "--resume-from", reg_dir, "--model", "tiny-random-t5", "--tasks", other, check=False)
+    assert proc.returncode == 2 and "different base model" in proc.stderr
+
+
+@pytest.mark.parametrize("method", ["sequential", "sequential-lora", "replay", "multitask"])
+def test_baselines(method, data, tmp_path):
+    from retain.continual.config import ContinualConfig
+    from retain.continual.methods import run_continual
+
+    out = tmp_path / method
+    cfg = ContinualConfig(model="tiny-random-llama", method=method, output=str(out), max_steps=1, batch_size=4, eval_samples=2,
+                          max_new_tokens=3, replay_min=2)
+    run_continual(cfg, [str(data["rev"]), str(data["up"])], progress=lambda m: None)
+    res = json.loads((out / "results.json").read_text())
+    assert {p.name for p in out.iterdir()} >= {"results.json", "results.md", "R.png", "average.png", "manifest.json"}
+    assert not (out / "adapters").exists()
+    if method == "multitask":
+        assert res["stages"] == ["all"] and len(res["R"]) == 1 and res["summary"]["bwt"] is None
+        assert res["training"][0]["steps"] == 2
+    else:
+        assert res["stages"] == ["rev", "up"] and res["summary"]["bwt"] is not None
+    if method == "sequential-lora":
+        assert res["training"][0]["trainable_parameters"] < 10_000
+    if method == "replay":  # stage 2 trains on the new task plus replay_ratio of buffer examples
+        assert any(e.get("event") == "stage_start" for e in map(json.loads, (out / "train_log.jsonl").read_text().splitlines()))
+
+
+def test_bad_inputs_one_line_nothing_written(data, tmp_path):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    write_jsonl(broken / "train.jsonl", [{"input": "a", "output": "b"}])
+    out = tmp_path / "out"
+    proc = cli("continual", "--model", "tiny-random-llama", "--tasks", data["rev"], broken, "--output", out, check=False)
+    assert proc.returncode == 2 and "validation.jsonl" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert not out.exists() and not list(tmp_path.glob(".out*"))
+    proc = cli("continual", "--method", "sequential", "--resume-from", tmp_path, "--tasks", data["rev"], check=False)
+    assert proc.returncode == 2 and "SwitchCIT" in proc.stderr
+
+
+def test_summary_figures():
+    from retain.continual.measure import summarize
+
+    R = [[50.0, None, None], [40.0, 60.0, None], [30.0, 55.0, 70.0]]
+    s = summarize(R)
+    assert s["average_per_stage"] == [50.0, 50.0, 51.6667]
+    assert s["bwt"] == pytest.approx(((30 - 50) + (55 - 60)) / 2)
+    assert s["forgetting"] == pytest.approx(((50 - 30) + (60 - 55)) / 2)
+    assert summarize([[10.0, 20.0]])["bwt"] is None
+
+
+def test_constraint_and_retention():
+    from retain.continual.switch import retained
+    from retain.continual.tasks import meets_constraint
+
+    assert meets_constraint("Sony launches new PSP", "starts_with", "Sony")
+    assert meets_constraint("Oil prices rise again.", "ends_with", "again")
+    assert meets_constraint("Oil prices rise", "contains", "prices")
+    assert not meets_constraint("New PSP from Sony", "starts_with", "Sony")
+    assert len(retained([str(i) for i in range(2000)], 0.01, 20, 0)) == 20
+    assert len(retained([str(i) for i in range(5000)], 0.01, 20, 0)) == 50
+    assert len(retained([str(i) for i in range(5)], 0.01, 20, 0)) == 5
+
+
+@pytest.mark.parametrize("spec", ["tiny-random-llama", "tiny-random-t5"])
+def test_switch_features_ignore_padding(spec):
+    from retain.continual.switch import FeatureModel
+    from retain.models import load_model
+
+    m = load_model(spec)
+    fm = FeatureModel(m.model, m.tokenizer, m.is_seq2seq)
+    texts = ["a short one", "a much longer instruction with more words in it"]
+    both = fm(texts)
+    assert both.shape == (2, 32)
+    assert torch.allclose(both[0], fm(texts[:1])[0], atol=1e-5) and torch.allclose(both[1], fm(texts[1:])[0], atol=1e-5)
