@@ -241,3 +241,34 @@ def test_inputs_longer_than_the_context_are_cut_from_the_left(tmp_path):
     info = json.loads((tmp_path / "o" / "run.json").read_text())
     assert info["examples"]["truncated"] == 1
     assert "cut from the left" in proc.stderr
+
+
+# -------------------------------------------------------------- registries
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory):
+    from tests.test_continual import FAST, make_task
+
+    root = tmp_path_factory.mktemp("bad-registry")
+    tasks = [make_task(root, "rev"), make_task(root, "up")]
+    out = root / "reg"
+    cli("continual", "--model", "tiny-random-llama", "--method", "switchcit", "--tasks", *tasks, "--output", out, *FAST)
+    return out
+
+
+def test_registry_whose_manifest_does_not_match_its_adapters(tmp_path, registry):
+    reg = tmp_path / "reg"
+    shutil.copytree(registry, reg)
+    shutil.rmtree(reg / "adapters" / "up")  # the manifest still lists this adapter's files
+    proc = cli("generate", "--registry", reg, "Shout this word loudly: apple !!", check=False)
+    assert_clean_failure(proc, "adapters/up", "manifest.json")
+
+
+def test_tampered_registry_adapter_file(tmp_path, registry):
+    reg = tmp_path / "reg"
+    shutil.copytree(registry, reg)
+    f = reg / "adapters" / "rev" / "adapter_model.safetensors"
+    data = bytearray(f.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    f.write_bytes(bytes(data))
+    proc = cli("generate", "--registry", reg, "Reverse the letters of apple ==>", check=False)
+    assert_clean_failure(proc, "adapter_model.safetensors", "sha256")
