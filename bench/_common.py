@@ -48,7 +48,8 @@ def step_timer(model, tokenizer, stage_trains: str, *, lr: float = 2e-5, packing
     from retain.engine import _StageTrainer, _virtual_tokens
     from retain.methods import Stage, param_groups, prepare
 
-    prepare(model, Stage("bench", stage_trains))
+    stage = Stage("bench", stage_trains)
+    prepare(model, stage)
     args = TrainingArguments(output_dir="/tmp/retain-bench-steps", report_to=[], use_cpu=not torch.cuda.is_available(),
                              learning_rate=lr)
     opt_cls, kw = Trainer.get_optimizer_cls_and_kwargs(args, model)
@@ -61,6 +62,7 @@ def step_timer(model, tokenizer, stage_trains: str, *, lr: float = 2e-5, packing
 
     def time_steps(rows, n: int = 5, warmup: int = 1) -> float:
         batch = {k: v.to(device) for k, v in collate(rows).items()}
+        prepare(model, stage)  # this side's trainable parameters (another timer may share the model)
         model.train()
         for i in range(warmup + n):
             if i == warmup:

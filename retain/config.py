@@ -25,7 +25,35 @@ PROMPT_INITS = ("text", "vocab", "random")
 
 
 @dataclass
-class TrainConfig:
+class EngineOptions:
+    """Options of the one training engine (``retain.engine.run_stage``), shared by every command that trains."""
+    # LoRA
+    lora_r: int = opt(8, "LoRA rank.", positive=True)
+    lora_alpha: int = opt(16, "LoRA alpha.", positive=True)
+    lora_dropout: float = opt(0.05, "LoRA dropout.", nonneg=True)
+    lora_target: str = opt("all-linear", "LoRA target modules: 'all-linear' or a comma-separated list of module names.")
+    # batches and schedule
+    batch_size: int = opt(8, "Examples per device per step. Paper: 64.", positive=True)
+    grad_accum: int = opt(1, "Gradient accumulation steps.", positive=True)
+    packing: bool = opt(True, "Padding-free batches for causal models without a soft prompt: a batch is one row of concatenated examples (same examples, same order, same loss; no compute on padding). --no-packing pads to the longest example instead.")
+    max_length: int = opt(256, "Longest tokenised example; longer prompts are cut from the left so the output is kept (counted in run.json).", positive=True)
+    optim: str = opt("adamw_torch_fused", "Optimizer (any transformers 'optim' name: adamw_torch_fused is AdamW in one fused kernel per step, ~5x faster than adamw_torch's loop over tensors on a CPU; adafactor as in the paper).")
+    scheduler: str = opt("constant_with_warmup", "Learning-rate schedule (transformers name: constant_with_warmup, linear, cosine, ...).")
+    warmup_steps: int = opt(0, "Warm-up steps per stage.", nonneg=True)
+    weight_decay: float = opt(0.0, "Weight decay.", nonneg=True)
+    label_smoothing: float = opt(0.0, "Label smoothing. Paper: 0.1.", nonneg=True)
+    eval_batch_size: int = opt(16, "Batch size for generation during evaluation.", positive=True)
+    log_every: int = opt(10, "Log loss every N steps.", positive=True)
+    seed: int = opt(0, "Random seed (data order, initialisation, sampling).")
+    # checkpoints, files and safety
+    overwrite: bool = opt(False, "Replace an existing directory at --output.")
+    save_every: int = opt(50, "Write a resumable checkpoint every N steps of each stage; 0 disables.", nonneg=True)
+    trust_remote_code: bool = opt(False, "Allow models whose code lives in their Hub repository (runs that code).")
+    allow_pickle: bool = opt(False, "Allow loading pickle (.bin/.pt) weights, which can run code; safetensors only otherwise.")
+
+
+@dataclass
+class TrainConfig(EngineOptions):
     # what to train
     model: str = opt("smollm2-135m", "Model: alias (smollm2-135m, tiny-random-llama, tiny-random-t5), a .gguf file, a local directory or a Hub id.")
     method: str = opt("promot", "full: standard fine-tuning; prompt: prompt tuning; lora: LoRA; promot: stage 1 prompt tuning then stage 2 model tuning with the prompt frozen; joint: prompt and model trained together (ablation).", choices=METHOD_NAMES)
@@ -45,40 +73,20 @@ class TrainConfig:
     prompt_length: int = opt(20, "Soft prompt length in virtual tokens. Paper: 100 (T5), 50 (PaLM-8B).", positive=True)
     prompt_init: str = opt("text", "Soft prompt initialisation: text (embeddings of --prompt-init-text, repeated), vocab (embeddings of sampled vocabulary tokens), random (uniform [0, 0.5), as the paper's code base).", choices=PROMPT_INITS)
     prompt_init_text: str = opt("Read the input and answer in the format of this task.", "Text whose token embeddings initialise the prompt (with --prompt-init text).")
-    # LoRA
-    lora_r: int = opt(8, "LoRA rank.", positive=True)
-    lora_alpha: int = opt(16, "LoRA alpha.", positive=True)
-    lora_dropout: float = opt(0.05, "LoRA dropout.", nonneg=True)
-    lora_target: str = opt("all-linear", "LoRA target modules: 'all-linear' or a comma-separated list of module names.")
-    # batches and schedule
-    batch_size: int = opt(8, "Examples per device per step. Paper: 64.", positive=True)
-    grad_accum: int = opt(1, "Gradient accumulation steps.", positive=True)
-    packing: bool = opt(True, "Padding-free batches for causal models without a soft prompt: a batch is one row of concatenated examples (same examples, same order, same loss; no compute on padding). --no-packing pads to the longest example instead.")
-    max_length: int = opt(256, "Longest tokenised example; longer prompts are cut from the left so the output is kept (counted in run.json).", positive=True)
-    optim: str = opt("adamw_torch_fused", "Optimizer (any transformers 'optim' name: adamw_torch_fused is AdamW in one fused kernel per step, ~5x faster than adamw_torch's loop over tensors on a CPU; adafactor as in the paper).")
-    scheduler: str = opt("constant_with_warmup", "Learning-rate schedule (transformers name: constant_with_warmup, linear, cosine, ...).")
-    warmup_steps: int = opt(0, "Warm-up steps per stage.", nonneg=True)
-    weight_decay: float = opt(0.0, "Weight decay.", nonneg=True)
-    label_smoothing: float = opt(0.0, "Label smoothing. Paper: 0.1.", nonneg=True)
     # evaluation and checkpoints
     eval_every: int = opt(50, "Evaluate on --validation every N steps of each stage and keep the best; 0 keeps the last weights.", nonneg=True)
     eval_samples: int = opt(200, "Validation examples used for checkpoint selection (the first N).", positive=True)
     metric: str = opt("auto", "Tuned-task metric: accuracy, exact_match, bleu, chrf, rouge1, rouge2, rougeL; auto: accuracy when outputs take at most 20 distinct values, else chrf.")
     max_new_tokens: int | None = opt(None, "Generation length for evaluation; default: longest training output in tokens + 4.")
-    eval_batch_size: int = opt(16, "Batch size for generation during evaluation.", positive=True)
-    log_every: int = opt(10, "Log loss every N steps.", positive=True)
-    seed: int = opt(0, "Random seed (data order, initialisation, one-shot pick).")
-    # safety and files
-    overwrite: bool = opt(False, "Replace an existing run directory at --output.")
     resume: bool = opt(False, "Continue an interrupted run from its last checkpoint.")
-    save_every: int = opt(50, "Write a resumable checkpoint every N steps of each stage; 0 disables.", nonneg=True)
-    trust_remote_code: bool = opt(False, "Allow models whose code lives in their Hub repository (runs that code).")
-    allow_pickle: bool = opt(False, "Allow loading pickle (.bin/.pt) weights, which can run code; safetensors only otherwise.")
+
+
 
 
 def add_arguments(parser: argparse.ArgumentParser, cls, *, skip: tuple[str, ...] = (), required: tuple[str, ...] = ()) -> None:
-    """Add one flag per dataclass field, with its help and default."""
-    for f in fields(cls):
+    """Add one flag per dataclass field, with its help and default (the class's own fields first)."""
+    own = set(cls.__dict__.get("__annotations__", {}))
+    for f in sorted(fields(cls), key=lambda f: f.name not in own):
         if f.name in skip:
             continue
         md = f.metadata
