@@ -1,0 +1,222 @@
+"""Score a model on a suite (k-shot) and on its tuned task; format specialization.
+
+Results are plain dicts (written as JSON by ``retain eval``/``retain compare``)::
+
+    {"shots": [4], "seed": 0,
+     "tuned": {"name", "metric", "score", "n", "prompt": bool, "predictions": [...]},   # or None
+     "tasks": {NAME: {"metric", "mode", "n", "prompt": bool,
+                      "scores": {"4": 31.0}, "format_rate": {"4": 0.0 or None},
+                      "examples": {"4": [{"input", "prediction", "reference"}, ...]}}},
+     "norm_avg": {"4": 27.5},             # mean task score over the suite (paper's Norm. Avg.)
+     "format_rate": {"4": 12.0 or None}}  # pooled over every counted item of every task
+
+**Format-specialization rate** (0-100): the share of a suite task's generated
+answers that fall in the tuned task's *output space*:
+
+* classification tuned task (at most 20 distinct training outputs): the
+  answer's first word (normalised) is the first word of one of its labels;
+* open tuned task (translation, summaries): at least half of the answer's
+  words (normalised) belong to the tuned task's *distinctive output
+  vocabulary*: words seen at least twice in its training outputs and never in
+  its training inputs (for En-Fr: French words that are not English).
+
+Items whose own reference lies in that space are not counted (a sentiment ICL
+task answered "positive" is not specialization), nor are log-likelihood tasks
+(their answers are always one of their choices).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+from retain.evaluation import icl
+from retain.evaluation.metrics import normalize, score
+from retain.evaluation.suite import Task
+
+ENGINES = ("fast", "simple")
+
+
+# ------------------------------------------------------------ output space
+@dataclass
+class OutputSpace:
+    kind: str  # "labels" | "vocab"
+    labels: set = field(default_factory=set)
+    vocab: set = field(default_factory=set)
+
+    def contains(self, text: str) -> bool:
+        words = normalize(text).split()
+        if not words:
+            return False
+        if self.kind == "labels":
+            return words[0] in self.labels
+        return sum(w in self.vocab for w in words) * 2 >= len(words)
+
+    def describe(self) -> str:
+        if self.kind == "labels":
+            return "first word in {" + ", ".join(sorted(self.labels)) + "}"
+        return f"half the words in a {len(self.vocab)}-word output vocabulary"
+
+
+def output_space(train_examples: list[dict]) -> OutputSpace | None:
+    outputs = [e["output"] for e in train_examples]
+    if not outputs:
+        return None
+    if len(set(outputs)) <= 20:
+        labels = {normalize(o).split()[0] for o in set(outputs) if normalize(o).split()}
+        return OutputSpace("labels", labels=labels)
+    out_words = Counter(w for o in outputs for w in normalize(o).split())
+    in_words = {w for e in train_examples for w in normalize(e["input"]).split()}
+    return OutputSpace("vocab", vocab={w for w, c in out_words.items() if c >= 2 and w not in in_words})
+
+
+def format_counts(space: OutputSpace | None, predictions: list[str], references) -> tuple[int, int]:
+    """(answers in the tuned output space, answers counted)."""
+    if space is None:
+        return 0, 0
+    hits = counted = 0
+    for p, r in zip(predictions, references):
+        refs = [r] if isinstance(r, str) else list(r)
+        if any(space.contains(x) for x in refs):
+            continue
+        counted += 1
+        hits += space.contains(p)
+    return hits, counted
+
+
+# ------------------------------------------------------------------ tasks
+def max_new_tokens_for(task: Task, tokenizer) -> int:
+    if task.max_new_tokens:
+        return task.max_new_tokens
+    longest = max(len(tokenizer(e["output"], add_special_tokens=False)["input_ids"]) for e in task.examples[:2000])
+    return min(longest + 4, 128)
+
+
+def evaluate_task(model, tokenizer, task: Task, k: int, *, seed: int = 0, max_shots: int | None = None,
+                  is_seq2seq: bool = False, engine: str = "fast", batch_size: int = 32, progress: bool = False) -> dict:
+    """Score one task k-shot; returns score, inputs, predictions, references."""
+    test, pool = task.split(seed, max(max_shots or k, k))
+    demos = task.demos(seed, k, max(max_shots or k, k))
+    prefix = task.prefix(demos)
+    suffixes = [task.query(x) for x in test]
+    refs = [task.references(x) for x in test]
+    desc = f"{task.name} {k}-shot"
+    if task.mode == "loglik":
+        choices = [task.item_choices(x) for x in test]
+        if engine == "fast":
+            ll = icl.loglik_shared(model, tokenizer, prefix, suffixes, choices, is_seq2seq=is_seq2seq,
+                                   batch_size=batch_size, progress=progress, desc=desc)
+        else:
+            ll = icl.loglik_simple(model, tokenizer, [prefix + s for s in suffixes], choices, is_seq2seq=is_seq2seq)
+        preds = [cs[max(range(len(cs)), key=lambda j: row[j])] for cs, row in zip(choices, ll)]
+    else:
+        mnt = max_new_tokens_for(task, tokenizer)
+        if engine == "fast":
+            preds = icl.generate_shared(model, tokenizer, prefix, suffixes, is_seq2seq=is_seq2seq, max_new_tokens=mnt,
+                                        batch_size=batch_size, progress=progress, desc=desc)
+        else:
+            preds = icl.generate_simple(model, tokenizer, [prefix + s for s in suffixes], is_seq2seq=is_seq2seq,
+                                        max_new_tokens=mnt, progress=progress, desc=desc)
+    return {"score": round(score(task.metric, preds, refs), 4), "inputs": [x["input"] for x in test],
+            "predictions": preds, "references": refs, "demos": [d["input"] for d in demos]}
+
+
+def evaluate_tuned(model, tokenizer, examples: list[dict], fmt, metric: str, *, is_seq2seq: bool, max_new_tokens: int,
+                   engine: str = "fast", batch_size: int = 32, progress: bool = False) -> dict:
+    """Score the tuned task in its own format: template (and one-shot prefix), no other demonstrations."""
+    prefix = fmt.shot_prefix()
+    from retain.data import render
+
+    suffixes = [render(fmt.template, e) for e in examples]
+    refs = [e.get("references") or e["output"] for e in examples]
+    if engine == "fast":
+        preds = icl.generate_shared(model, tokenizer, prefix, suffixes, is_seq2seq=is_seq2seq, max_new_tokens=max_new_tokens,
+                                    batch_size=batch_size, progress=progress, desc="tuned task")
+    else:
+        preds = icl.generate_simple(model, tokenizer, [prefix + s for s in suffixes], is_seq2seq=is_seq2seq,
+                                    max_new_tokens=max_new_tokens, progress=progress, desc="tuned task")
+    return {"score": round(score(metric, preds, refs), 4), "predictions": preds, "references": refs, "n": len(examples)}
+
+
+def evaluate_suite(model, tokenizer, tasks: list[Task], shots: list[int], *, seed: int = 0, is_seq2seq: bool = False,
+                   space: OutputSpace | None = None, engine: str = "fast", batch_size: int = 32, progress: bool = False,
+                   prompted: bool = False, keep: int = 5) -> dict:
+    """Every task at every shot count; Norm. Avg. and format rate per shot count."""
+    t0 = time.time()
+    out = {"shots": list(shots), "seed": seed, "tasks": {}, "norm_avg": {}, "format_rate": {}}
+    pooled = {str(k): [0, 0] for k in shots}
+    for task in tasks:
+        task_shots = task.shots or shots
+        rec = {"metric": task.metric, "mode": task.mode, "n": 0, "prompt": prompted, "scores": {}, "format_rate": {}, "examples": {}}
+        for k in task_shots:
+            r = evaluate_task(model, tokenizer, task, k, seed=seed, max_shots=max(task_shots), is_seq2seq=is_seq2seq,
+                              engine=engine, batch_size=batch_size, progress=progress)
+            rec["n"] = len(r["predictions"])
+            rec["scores"][str(k)] = r["score"]
+            if task.mode == "generate" and space is not None:
+                hits, counted = format_counts(space, r["predictions"], r["references"])
+                rec["format_rate"][str(k)] = round(100.0 * hits / counted, 2) if counted else None
+                if str(k) in pooled:
+                    pooled[str(k)][0] += hits
+                    pooled[str(k)][1] += counted
+            else:
+                rec["format_rate"][str(k)] = None
+            rec["examples"][str(k)] = [{"input": i, "prediction": p, "reference": ref}
+                                       for i, p, ref in list(zip(r["inputs"], r["predictions"], r["references"]))[:keep]]
+        out["tasks"][task.name] = rec
+    for k in shots:
+        vals = [rec["scores"][str(k)] for rec in out["tasks"].values() if str(k) in rec["scores"]]
+        out["norm_avg"][str(k)] = round(sum(vals) / len(vals), 4) if vals else None
+        hits, counted = pooled[str(k)]
+        out["format_rate"][str(k)] = round(100.0 * hits / counted, 2) if (space is not None and counted) else None
+    out["wall_time_s"] = round(time.time() - t0, 2)
+    return out
+
+
+# ------------------------------------------------------------------ tables
+def _fmt(v, digits: int = 2) -> str:
+    return "-" if v is None else f"{v:.{digits}f}"
+
+
+def suite_table(results: dict, k: int) -> str:
+    """Markdown table of one model's results at k shots."""
+    key = str(k)
+    lines = ["| task | metric | score | format rate |", "|---|---|---:|---:|"]
+    tuned = results.get("tuned")
+    if tuned:
+        lines.append(f"| **{tuned['name']}** (tuned{', prompt' if tuned.get('prompt') else ''}) | {tuned['metric']} | {_fmt(tuned['score'])} | |")
+    for name, rec in results["tasks"].items():
+        if key in rec["scores"]:
+            lines.append(f"| {name} | {rec['metric']} | {_fmt(rec['scores'][key])} | {_fmt(rec['format_rate'].get(key))} |")
+    lines.append(f"| **Norm. Avg.** | | **{_fmt(results['norm_avg'].get(key))}** | {_fmt(results['format_rate'].get(key))} |")
+    return "\n".join(lines)
+
+
+def evaluate_all(suite_model, tokenizer, tasks: list[Task], shots: list[int], *, is_seq2seq: bool = False,
+                 tuned_model=None, tuned: "TunedSpec | None" = None, space: OutputSpace | None = None,
+                 suite_prompt: bool = False, tuned_prompt: bool = False, seed: int = 0, engine: str = "fast",
+                 batch_size: int = 32, progress: bool = False) -> dict:
+    """The suite (k-shot, with ``suite_model``) and the tuned task (with ``tuned_model``)."""
+    res = evaluate_suite(suite_model, tokenizer, tasks, shots, seed=seed, is_seq2seq=is_seq2seq, space=space,
+                         engine=engine, batch_size=batch_size, progress=progress, prompted=suite_prompt)
+    res["tuned"] = None
+    if tuned is not None and tuned.examples:
+        r = evaluate_tuned(tuned_model if tuned_model is not None else suite_model, tokenizer, tuned.examples, tuned.format,
+                           tuned.metric, is_seq2seq=is_seq2seq, max_new_tokens=tuned.max_new_tokens, engine=engine,
+                           batch_size=batch_size, progress=progress)
+        res["tuned"] = {"name": tuned.name, "metric": tuned.metric, "score": r["score"], "n": r["n"], "prompt": tuned_prompt,
+                        "examples": [{"prediction": p, "reference": ref} for p, ref in list(zip(r["predictions"], r["references"]))[:5]]}
+    res["output_space"] = space.describe() if space is not None else None
+    return res
+
+
+@dataclass
+class TunedSpec:
+    """The fine-tuned task: validation items, its format (template, one-shot), metric."""
+
+    name: str
+    examples: list[dict]
+    format: object  # retain.data.TaskFormat
+    metric: str
+    max_new_tokens: int = 32

@@ -1,0 +1,215 @@
+"""Evaluation engine, suites, format specialization, eval/compare commands (tiny models)."""
+
+import json
+import random
+
+import pytest
+
+from conftest import cli, write_jsonl
+
+from retain.evaluation.builtin import TASKS, builtin_examples, demo_task
+from retain.evaluation.harness import evaluate_task, format_counts, output_space
+from retain.evaluation.suite import Task, load_suite
+
+
+def _words_task(n=40, name="copy"):
+    r = random.Random(3)
+    letters = "abcdefghij"
+    rows = [{"input": "".join(r.choice(letters) for _ in range(r.randint(2, 6))), "output": ""} for _ in range(n)]
+    for row in rows:
+        row["output"] = row["input"].upper()
+    return Task(name, rows, metric="exact_match", n=12)
+
+
+# ---------------------------------------------------------------- suites
+def test_builtin_suite_is_deterministic_and_splits_never_overlap():
+    assert len(TASKS) >= 8
+    tasks = load_suite("builtin", examples=20)
+    again = load_suite("builtin", examples=20)
+    for t, u in zip(tasks, again):
+        assert t.examples == u.examples
+        test, pool = t.split(0, 4)
+        assert test == u.split(0, 4)[0]
+        test_inputs = {x["input"] for x in test}
+        demos = t.demos(0, 4, 4)
+        assert len(demos) == 4 and not test_inputs & {d["input"] for d in demos}
+        assert len({x["input"] for x in test}) == len(test) >= min(20, len(t.examples) - 8)
+        assert t.demos(0, 1, 4) == demos[:1]  # 1-shot uses the first of the 4
+        assert t.split(1, 4)[0] != test  # the seed matters
+
+
+def test_builtin_answers_are_correct():
+    ex = {r["input"]: r["output"] for r in builtin_examples("addition")}
+    for q, a in list(ex.items())[:20]:
+        x, y = q.split(" + ")
+        assert int(x) + int(y) == int(a)
+    for r in builtin_examples("list_max"):
+        assert max(map(int, r["input"].split())) == int(r["output"])
+    rows = demo_task(50)
+    assert {r["output"] for r in rows} == {"positive", "negative"}
+    assert demo_task(50) == rows
+
+
+def test_yaml_suite_and_its_errors(tmp_path):
+    write_jsonl(tmp_path / "caps.jsonl", [{"input": f"w{i}", "output": f"W{i}"} for i in range(20)])
+    (tmp_path / "s.yaml").write_text(
+        "shots: [1]\ntasks:\n  - name: caps\n    data: caps.jsonl\n    template: 'Word: {input}\\nUpper:'\n"
+        "    metric: exact_match\n    examples: 5\n")
+    (task,) = load_suite(str(tmp_path / "s.yaml"))
+    assert (task.name, task.shots, task.n, task.metric) == ("caps", [1], 5, "exact_match")
+    assert task.prefix(task.demos(0, 1, 1)).startswith("Word: ")
+    (tmp_path / "bad.yaml").write_text("tasks:\n  - name: caps\n    data: caps.jsonl\n  - name: two\n    data: caps.jsonl\n    metrik: bleu\n")
+    p = cli("eval", "--model", "tiny-random-llama", "--suite", tmp_path / "bad.yaml", check=False)
+    assert p.returncode == 2 and "bad.yaml:4: field 'metrik'" in p.stderr and "Traceback" not in p.stderr
+    write_jsonl(tmp_path / "few.jsonl", [{"input": f"w{i}", "output": f"W{i}"} for i in range(8)])
+    (tmp_path / "few.yaml").write_text("tasks:\n  - name: caps\n    data: few.jsonl\n")
+    p = cli("eval", "--model", "tiny-random-llama", "--suite", tmp_path / "few.yaml", "--shots", "4", check=False)
+    assert p.returncode == 2 and "too few examples" in p.stderr
+
+
+# ------------------------------------------------- fast engine = simple engine
+@pytest.mark.parametrize("prompted", [False, True])
+def test_batched_prefix_reuse_matches_one_at_a_time(prompted):
+    """Same predictions and scores from the batched shared-prefix engine as from
+    one-prompt-at-a-time generate, with and without a soft prompt."""
+    from retain.config import TrainConfig
+    from retain.methods.soft_prompt import attach_prompt
+    from retain.models import load_model
+
+    loaded = load_model("tiny-random-llama")
+    model = loaded.model
+    if prompted:
+        import torch
+
+        model = attach_prompt(model, loaded.tokenizer, TrainConfig(model="tiny-random-llama", prompt_length=5, prompt_init="random"), False)
+        with torch.no_grad():  # a prompt that matters
+            model.prompt_encoder[model.active_adapter].embedding.weight.normal_(0, 2.0)
+    task = _words_task()
+    for k in (0, 2):
+        fast = evaluate_task(model, loaded.tokenizer, task, k, engine="fast", batch_size=5)
+        simple = evaluate_task(model, loaded.tokenizer, task, k, engine="simple")
+        assert fast["predictions"] == simple["predictions"]
+        assert fast["score"] == simple["score"]
+        assert len(set(fast["predictions"])) > 1  # not a degenerate constant output
+    lengths = {len(x) for x in fast["inputs"]}
+    assert len(lengths) > 1  # several groups of different lengths were batched
+
+
+def test_loglik_fast_matches_simple_and_picks_choices():
+    from retain.models import load_model
+
+    loaded = load_model("tiny-random-llama")
+    rows = [{"input": f"item {i}", "output": "yes" if i % 2 else "no", "choices": ["yes", "no", "maybe"]} for i in range(30)]
+    task = Task("yn", rows, metric="accuracy", mode="loglik", n=10)
+    from retain.evaluation import icl
+
+    test, _ = task.split(0, 2)
+    prefix = task.prefix(task.demos(0, 2, 2))
+    suffixes = [task.query(x) for x in test]
+    choices = [x["choices"] for x in test]
+    fast = icl.loglik_shared(loaded.model, loaded.tokenizer, prefix, suffixes, choices, batch_size=4)
+    simple = icl.loglik_simple(loaded.model, loaded.tokenizer, [prefix + s for s in suffixes], choices)
+    for a, b in zip(fast, simple):
+        assert a == pytest.approx(b, abs=1e-3)
+        assert all(v < 0 for v in a)
+    r = evaluate_task(loaded.model, loaded.tokenizer, task, 2)
+    assert all(p in ("yes", "no", "maybe") for p in r["predictions"])
+
+
+# ------------------------------------------------------ format specialization
+def test_format_rate_rules():
+    cls = output_space([{"input": "good film", "output": "positive"}, {"input": "bad", "output": "negative"}])
+    hits, counted = format_counts(cls, ["Positive!", "paris", "negative review", ""], ["Paris", "Paris", "x", "y"])
+    assert (hits, counted) == (2, 4)
+    # items whose own reference is in the label space are not counted
+    assert format_counts(cls, ["positive"], ["positive"]) == (0, 0)
+    fr = output_space([{"input": f"the cat number {i}", "output": f"le chat numéro {i}"} for i in range(30)])
+    assert fr.kind == "vocab" and "chat" in fr.vocab and "cat" not in fr.vocab
+    assert fr.contains("le chat") and not fr.contains("the cat sat")
+
+
+# ------------------------------------------------------------- commands
+def test_eval_command_on_a_prompt_run_uses_the_paper_rule(tmp_path, task):
+    train, val = task
+    run = tmp_path / "run"
+    cli("train", "--model", "tiny-random-llama", "--method", "prompt", "--train", train, "--validation", val,
+        "--output", run, "--max-steps", "2", "--batch-size", "4", "--eval-every", "0", "--prompt-length", "4")
+    suite = tmp_path / "suite"
+    suite.mkdir()
+    write_jsonl(suite / "copy.jsonl", [{"input": f"w{i}", "output": f"w{i}"} for i in range(12)])
+    outs = {}
+    for rule in ("auto", "on", "off"):
+        out = tmp_path / f"{rule}.json"
+        cli("eval", "--run", run, "--suite", suite, "--shots", "1", "--examples", "6", "--prompt", rule, "--output", out)
+        outs[rule] = json.loads(out.read_text())
+    assert outs["auto"]["tuned"]["prompt"] is True and outs["auto"]["tasks"]["copy"]["prompt"] is False
+    assert outs["on"]["tasks"]["copy"]["prompt"] is True and outs["off"]["tuned"]["prompt"] is False
+    assert outs["auto"]["tuned"]["n"] == 6 and outs["auto"]["tuned"]["name"]
+    # the prompt changes what the model says: auto's suite answers are the prompt-free ones
+    ex = lambda r: [e["prediction"] for e in outs[r]["tasks"]["copy"]["examples"]["1"]]  # noqa: E731
+    assert ex("auto") == ex("off")
+    assert outs["auto"]["format_rate"]["1"] is not None
+
+
+def test_compare_writes_table_plots_and_resumes(tmp_path, task):
+    train, val = task
+    out = tmp_path / "cmp"
+    suite = tmp_path / "suite"
+    suite.mkdir()
+    write_jsonl(suite / "copy.jsonl", [{"input": f"w{i}", "output": f"w{i}"} for i in range(12)])
+    write_jsonl(suite / "caps.jsonl", [{"input": f"w{i}", "output": f"W{i}"} for i in range(12)])
+    args = ["compare", "--model", "tiny-random-llama", "--train", train, "--validation", val, "--suite", suite,
+            "--shots", "1", "--examples", "4", "--max-steps", "2", "--stage1-steps", "1", "--stage2-steps", "1",
+            "--batch-size", "4", "--eval-every", "0", "--save-every", "0", "--output", out]
+    cli(*args, "--methods", "base,full,wise-ft", "--wise-alphas", "0.5")
+    res = json.loads((out / "results.json").read_text())
+    assert list(res["methods"]) == ["base", "full", "wise-ft-0.5"]
+    md = (out / "results.md").read_text()
+    assert "| **Norm. Avg.** |" in md and "(+" in md or "(-" in md
+    assert "format specialization" in md and "| copy |" in md and "| caps |" in md
+    assert (out / "tradeoff.png").stat().st_size > 1000 and (out / "tasks.png").stat().st_size > 1000
+    full_weights = out / "runs" / "full" / "model" / "model.safetensors"
+    stamp = full_weights.stat().st_mtime_ns
+    # rerun with one more method: full is neither retrained nor re-evaluated
+    p = cli(*args, "--methods", "base,full,promot")
+    assert "full: already trained" not in p.stdout  # evaluated before: not even loaded
+    assert "full: already evaluated" in p.stdout and "training promot" in p.stdout
+    assert full_weights.stat().st_mtime_ns == stamp
+    res = json.loads((out / "results.json").read_text())
+    assert list(res["methods"]) == ["base", "full", "promot"]
+    assert res["methods"]["promot"]["tuned"]["prompt"] is True
+    # other settings are refused, nothing is touched
+    p = cli(*[a if a != "4" else "5" for a in args], "--methods", "base", check=False)
+    assert p.returncode == 2 and "different settings" in p.stderr
+    assert full_weights.stat().st_mtime_ns == stamp
+
+
+def test_compare_bad_input_one_line(tmp_path, task):
+    train, val = task
+    p = cli("compare", "--model", "tiny-random-llama", "--train", train, "--validation", val, "--methods", "base,fancy",
+            "--output", tmp_path / "o", check=False)
+    assert p.returncode == 2 and "unknown method 'fancy'" in p.stderr and not (tmp_path / "o").exists()
+    p = cli("eval", "--model", "tiny-random-llama", "--shots", "1,x", check=False)
+    assert p.returncode == 2 and "--shots" in p.stderr
+
+
+def test_lm_eval_export_reproduces_retain_prompts(tmp_path):
+    """The exported lm-eval tasks hold retain's test items and its demonstrations first, in order."""
+    import yaml
+
+    from retain.evaluation.lmeval_export import export_suite
+
+    tasks = load_suite("builtin", examples=6)[:2]
+    names = export_suite(tasks, 4, tmp_path)
+    assert names == ["retain_uppercase", "retain_first_letter"]
+    for task, name in zip(tasks, names):
+        test, _ = task.split(0, 4)
+        rows = [json.loads(line) for line in (tmp_path / f"{name}_test.jsonl").read_text().splitlines()]
+        assert [r["input"] for r in rows] == [x["input"] for x in test]
+        demos = [json.loads(line) for line in (tmp_path / f"{name}_demos.jsonl").read_text().splitlines()]
+        assert [d["input"] for d in demos[:4]] == [d["input"] for d in task.demos(0, 4, 4)]
+        text = (tmp_path / f"{name}.yaml").read_text()
+        assert "!function retain_lmeval_utils.process_item" in text
+        cfg = yaml.safe_load(text.replace("!function ", ""))
+        assert cfg["dataset_path"] == "json" and cfg["fewshot_config"]["sampler"] == "first_n"
+        assert cfg["doc_to_text"] == "Input: {{input}}\nOutput:" and cfg["fewshot_delimiter"] == "\n\n"
