@@ -1,0 +1,112 @@
+"""SwitchCIT routing cost: mixed-adapter generation and switch latency.
+
+The same batch of instructions (8 per task from ../shared/data/cit, 5 tasks) is
+generated (a) routed, each row with its own task's LoRA adapter in one pass
+(PEFT ``adapter_names``), and (b) with a single adapter active for every row.
+Both generate exactly ``--new-tokens`` tokens per row (``min_new_tokens``), so
+the work is the same. The switch (feature model forward + classifier) is timed
+on the same instructions and compared with generation time.
+
+    python bench/routing.py [--registry runs/cit_small/switchcit] [--new-tokens 16 --repeats 2]
+
+Without --registry (and no runs/cit_small/switchcit), a registry is trained
+first with 2 steps per task: timing does not depend on the adapters' values.
+Last line: throughput ratio mixed / single (target >= 0.7) and the switch's share.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench._common import ROOT, SHARED, write_result  # noqa: E402
+
+TASKS = ["simp", "emdg", "inqqg", "exp", "hgen"]
+
+
+def ensure_registry(path: str | None) -> Path:
+    if path:
+        return Path(path)
+    default = ROOT / "runs" / "cit_small" / "switchcit"
+    if (default / "registry.json").is_file():
+        return default
+    out = Path("/tmp/retain-bench/routing-registry")
+    if not (out / "registry.json").is_file():
+        subprocess.run([sys.executable, "-m", "retain", "continual", "--model", "smollm2-135m", "--method", "switchcit",
+                        "--tasks", *[str(SHARED / "cit" / t) for t in TASKS], "--output", str(out), "--overwrite",
+                        "--max-steps", "2", "--batch-size", "2", "--max-length", "128", "--eval-samples", "2",
+                        "--max-new-tokens", "4"], check=True)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--registry")
+    ap.add_argument("--per-task", type=int, default=8)
+    ap.add_argument("--new-tokens", type=int, default=16)
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--repeats", type=int, default=2)
+    args = ap.parse_args()
+
+    import torch
+
+    from retain.continual.generation import generate_routed
+    from retain.continual.registry import load_registry
+    from retain.data import load_jsonl
+    from retain.evaluation.generation import generate_texts
+
+    reg = load_registry(ensure_registry(args.registry))
+    names_all = [t["name"] for t in reg.tasks]
+    texts, truth = [], []
+    for name in names_all:
+        folder = SHARED / "cit" / name
+        rows = load_jsonl(folder / "validation.jsonl")[: args.per_task] if folder.is_dir() else []
+        texts += [r["input"] for r in rows]
+        truth += [name] * len(rows)
+    prompts = reg.prompts(texts, truth)
+    gen = dict(is_seq2seq=reg.is_seq2seq, batch_size=args.batch_size, first_line=False)
+    force = dict(min_new_tokens=args.new_tokens)
+
+    def mixed():
+        return generate_routed(reg.model, reg.tokenizer, prompts, truth, max_new_tokens=args.new_tokens, **gen, **force)
+
+    def single():
+        reg.model.set_adapter(names_all[0])
+        return generate_texts(reg.model, reg.tokenizer, prompts, max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens, **gen)
+
+    def route():
+        return reg.route(texts)
+
+    times = {"mixed": [], "single": [], "route": []}
+    with torch.no_grad():
+        for _ in range(args.repeats):
+            for name, fn in (("mixed", mixed), ("single", single), ("route", route)):
+                t = time.perf_counter()
+                result = fn()
+                times[name].append(time.perf_counter() - t)
+                if name == "route":
+                    routed = result
+    med = {k: statistics.median(v) for k, v in times.items()}
+    n_tokens = len(prompts) * args.new_tokens
+    ratio = med["single"] / med["mixed"]
+    share = med["route"] / (med["mixed"] + med["route"])
+    accuracy = sum(a == b for a, b in zip(routed, truth)) / len(truth)
+    write_result("routing", {"registry": str(reg.path), "tasks": names_all, "instructions": len(prompts),
+                             "new_tokens": args.new_tokens, "seconds": times, "mixed_tokens_per_s": n_tokens / med["mixed"],
+                             "single_tokens_per_s": n_tokens / med["single"], "ratio_mixed_to_single": round(ratio, 3),
+                             "switch_ms_per_instruction": 1000 * med["route"] / len(texts), "switch_share": round(share, 4),
+                             "routing_accuracy": accuracy,
+                             "command": "python bench/routing.py " + " ".join(sys.argv[1:])})
+    print(f"{len(prompts)} instructions x {args.new_tokens} tokens: mixed ({len(names_all)} adapters) {med['mixed']:.1f}s, "
+          f"single adapter {med['single']:.1f}s; switch {1000 * med['route'] / len(texts):.0f} ms/instruction "
+          f"({share:.1%} of routed generation), routing accuracy {accuracy:.0%}")
+    print(f"routing: mixed/single throughput {ratio:.2f}x; switch share of time {share:.1%}")
+
+
+if __name__ == "__main__":
+    main()
