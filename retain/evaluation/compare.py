@@ -35,6 +35,7 @@ from pathlib import Path
 
 from retain.config import METHOD_NAMES
 from retain.errors import RetainError
+from retain.run import sha256_file
 
 SETTINGS = "compare.json"
 
@@ -69,14 +70,6 @@ def task_name(train_file) -> str:
         return "tuned"
     p = Path(train_file).resolve()
     return (p.parent.name if p.stem in ("train", "training") else p.stem) or "tuned"
-
-
-def _sha(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _write_json(path: Path, data) -> None:
@@ -150,7 +143,7 @@ def compare(cfg, *, methods: list[str], suite: str, shots: list[int], examples: 
     metric = resolve_metric(cfg.metric, train_rows)
     space = output_space(train_rows)
     train_opts = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("method", "output", "one_shot", "resume", "overwrite", "train", "validation")}
-    settings = {"model": cfg.model, "train_sha256": _sha(cfg.train), "validation_sha256": _sha(cfg.validation), "suite": suite,
+    settings = {"model": cfg.model, "train_sha256": sha256_file(cfg.train), "validation_sha256": sha256_file(cfg.validation), "suite": suite,
                 "shots": shots, "examples": examples, "tuned_examples": tuned_examples, "seed": seed, "train_options": train_opts}
     if suite != "builtin":
         settings["suite_sha256"] = hashlib.sha256(json.dumps([(t.name, t.template, t.metric, t.mode, t.examples) for t in tasks],
