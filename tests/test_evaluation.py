@@ -95,6 +95,35 @@ def test_batched_prefix_reuse_matches_one_at_a_time(prompted):
     assert len(lengths) > 1  # several groups of different lengths were batched
 
 
+def test_shared_prefix_is_found_on_tokens_and_run_once():
+    """The cached prefix is the prompts' common run of tokens, whatever text was passed as the prefix
+    (a tokenizer may split the few-shot text differently once a query follows it)."""
+    import torch
+
+    from retain.evaluation import icl
+    from retain.models import load_model
+
+    assert icl.common_prefix([[1, 2, 3, 4], [1, 2, 3, 5], [1, 2, 9]]) == [1, 2]
+    assert icl.common_prefix([[1, 2, 3], [1, 2, 3]], keep=1) == [1, 2]
+    assert icl.common_prefix([[4, 5], [6]]) == [] and icl.common_prefix([]) == []
+    loaded = load_model("tiny-random-llama")
+    demos = "Word: apple\nUpper: APPLE\n\nWord: river\nUpper: RIVER\n\n"
+    queries = [f"Word: {w}\nUpper:" for w in ("stone", "cloud", "tiger", "piano")]
+    ran = []
+    hook = loaded.model.get_input_embeddings().register_forward_hook(lambda m, a, out: ran.append(a[0].numel()))
+    try:
+        # no text prefix given: the demonstrations are part of every query, and still computed once
+        fast = icl.generate_shared(loaded.model, loaded.tokenizer, "", [demos + q for q in queries], max_new_tokens=3)
+    finally:
+        hook.remove()
+    shared = len(icl.common_prefix([icl._ids(loaded.tokenizer, demos + q) for q in queries], keep=1))
+    assert shared >= len(demos) + len("Word: ")
+    prompt_tokens = sum(len(icl._ids(loaded.tokenizer, demos + q)) for q in queries)
+    assert ran[0] == shared  # the prefix, once
+    assert sum(ran) < shared + prompt_tokens - 3 * shared  # never again per prompt (+ at most 3 new tokens a row)
+    assert fast == icl.generate_simple(loaded.model, loaded.tokenizer, [demos + q for q in queries], max_new_tokens=3)
+
+
 def test_loglik_fast_matches_simple_and_picks_choices():
     from retain.models import load_model
 

@@ -2,10 +2,12 @@
 
 The fast engine, for decoder-only models:
 
-1. tokenises the shared few-shot prefix once and every full prompt; a prompt
-   whose tokens start with the prefix's tokens (the usual case) reuses the
-   prefix, any other is run whole (so the tokens the model sees are exactly
-   those of the full prompt, as in the simple engine);
+1. tokenises every full prompt (few-shot prefix + query) and takes the longest
+   run of tokens they all start with as the shared prefix. It is found on
+   tokens, not text: a tokenizer may split the prefix text differently once a
+   query follows it (SmolLM2's ends "\n\n" as one token, but "\n\nInput" as
+   "\n" "\n" "Input"), so the tokens the model sees are exactly those of the
+   full prompt, as in the simple engine;
 2. runs ``[soft prompt] + prefix`` once and keeps its key/value cache;
 3. groups the rest of the prompts by *equal token length*, so a batch needs no
    padding at all: the cache is repeated over the batch and greedy decoding
@@ -66,9 +68,8 @@ def _ids(tokenizer, text: str) -> list[int]:
 class _Prefix:
     """The cached ``[soft prompt] + prefix`` and how prompts split against it."""
 
-    def __init__(self, core, soft, tokenizer, prefix: str):
-        self.core, self.soft, self.tokenizer = core, soft, tokenizer
-        self.prefix_ids = _ids(tokenizer, prefix) if prefix else []
+    def __init__(self, core, soft, prefix_ids: list[int]):
+        self.core, self.soft, self.prefix_ids = core, soft, list(prefix_ids)
         self._caches: dict[bool, tuple] = {}
 
     def split(self, full_ids: list[int]) -> tuple[bool, list[int]]:
@@ -105,6 +106,18 @@ class _Prefix:
         return c
 
 
+def common_prefix(seqs: list[list[int]], keep: int = 0) -> list[int]:
+    """The longest run of tokens every sequence starts with, leaving at least ``keep`` tokens of each after it."""
+    if not seqs:
+        return []
+    n = min(len(x) for x in seqs) - keep
+    first = seqs[0]
+    k = 0
+    while k < n and all(x[k] == first[k] for x in seqs):
+        k += 1
+    return first[:max(k, 0)]
+
+
 def _device(model) -> torch.device:
     return next(model.parameters()).device
 
@@ -131,10 +144,11 @@ def generate_shared(model, tokenizer, prefix: str, suffixes: list[str], *, is_se
     was_training = model.training
     model.eval()
     core, soft = split_soft_prompt(model)
-    pre = _Prefix(core, soft, tokenizer, prefix)
+    full = [_ids(tokenizer, prefix + s) for s in suffixes]
+    pre = _Prefix(core, soft, common_prefix(full, keep=1))  # at least one token of each prompt runs after the cache
     stops = eos_ids(model, tokenizer)
     dev = _device(core)
-    splits = [pre.split(_ids(tokenizer, prefix + s)) for s in suffixes]
+    splits = [pre.split(ids) for ids in full]
     keys = [(shared, len(rest)) for shared, rest in splits]
     out = [""] * len(suffixes)
     groups = list(_groups(keys, batch_size))
@@ -199,12 +213,12 @@ def loglik_shared(model, tokenizer, prefix: str, suffixes: list[str], choices: l
     was_training = model.training
     model.eval()
     core, soft = split_soft_prompt(model)
-    pre = _Prefix(core, soft, tokenizer, prefix)
+    pairs = [[_continuation(tokenizer, prefix + s, c) for c in cs] for s, cs in zip(suffixes, choices)]
+    pre = _Prefix(core, soft, common_prefix([ctx for item in pairs for ctx, _ in item]))
     dev = _device(core)
     rows = []  # (item, choice index, shared, tokens after the cache, start of the continuation in them, n cont)
-    for i, (s, cs) in enumerate(zip(suffixes, choices)):
-        for j, c in enumerate(cs):
-            ctx, cont = _continuation(tokenizer, prefix + s, c)
+    for i, item in enumerate(pairs):
+        for j, (ctx, cont) in enumerate(item):
             shared, rest = pre.split(ctx + cont)
             start = len(rest) - len(cont)
             if start < 1 and pre.cache(shared)[0] is None:  # nothing before the answer: score from an empty context
