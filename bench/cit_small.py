@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # retain from this checkout, installed or not
 DATA = Path(os.environ.get("RETAIN_SHARED_DATA", ROOT.parent / "shared" / "data")) / "cit"
 TASKS = ("simp", "emdg", "inqqg", "exp", "hgen")  # the order listed in the data README
 METHODS = ("switchcit", "sequential", "replay", "multitask")
@@ -105,7 +106,8 @@ def aggregate(runs: Path, docs: Path, command: str) -> None:
              f"(metrics {', '.join(f'{t} {m}' for t, m in zip(any_res['tasks'], any_res['metrics']))}); "
              f"{cfg['max_steps']} steps per task (multitask: {cfg['max_steps'] * len(any_res['tasks'])} on the mixture), "
              f"batch {cfg['batch_size']}, max length {cfg['max_length']}, greedy decoding, first {cfg['eval_samples']} "
-             "validation items per task. Learning rates: " + ", ".join(f"{m} {r['config']['lr']:g}" for m, r in results.items()) + ".", "",
+             "validation items per task. Learning rates: " + ", ".join(f"{m} {r['config']['lr']:g}" for m, r in results.items()) + "."
+             + _settings(results), "",
              "| method | final average | BWT | forgetting | routing accuracy (final) | hgen constraint met (final) | wall time |",
              "|---|---|---|---|---|---|---|"]
     for method, res in results.items():
@@ -127,6 +129,18 @@ def aggregate(runs: Path, docs: Path, command: str) -> None:
     lines += ["Reproduce everything:", "", "```", command, "```", ""]
     (docs / "cit_small.md").write_text("\n".join(lines))
     print(f"[cit_small] wrote {docs / 'cit_small.md'}")
+
+
+def _settings(results: dict) -> str:
+    """The optimizer where the methods' runs differ (runs made before a default changed) and the switch's features."""
+    parts = []
+    optims = {m: r["config"].get("optim") for m, r in results.items()}
+    if len(set(optims.values())) > 1:
+        parts.append("optimizer " + ", ".join(f"{m} {o}" for m, o in optims.items()))
+    sw = results.get("switchcit", {}).get("config")
+    if sw:  # registries from before switch_pooling existed read 256 tokens, last token
+        parts.append(f"switch features: {sw.get('switch_pooling', 'last')} over the first {sw.get('switch_max_length', 256)} tokens")
+    return (" " + "; ".join(parts).capitalize() + ".") if parts else ""
 
 
 def _f(x) -> str:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from retain.config import EngineOptions, opt
 
 CONTINUAL_METHODS = ("switchcit", "sequential", "sequential-lora", "replay", "multitask")
+SWITCH_POOLING = ("mean", "last")
 
 
 @dataclass
@@ -20,14 +21,16 @@ class ContinualConfig(EngineOptions):
     max_steps: int = opt(100, "Optimizer steps per task (multitask: steps x number of tasks, on the mixture).", positive=True)
     lr: float | None = opt(None, "Learning rate; default 2e-4 for LoRA methods (switchcit, sequential-lora), 2e-5 for full fine-tuning (sequential, replay, multitask).", positive=True)
     # switch
-    feature_model: str = opt("base", "Model whose last-token final hidden state is the switch's input: 'base' (the base model, adapters off) or any model spec.")
+    feature_model: str = opt("base", "Model whose hidden states are the switch's input: 'base' (the base model, adapters off) or any model spec.")
     retain_fraction: float = opt(0.01, "Share of each task's training inputs stored for retraining the switch (the only thing kept of old tasks).", positive=True)
     retain_min: int = opt(20, "Minimum number of stored inputs per task.", positive=True)
     switch_hidden: int = opt(200, "Hidden units of the switch (Linear-ReLU-Linear).", positive=True)
     switch_epochs: int = opt(20, "Switch training epochs (after each task, on the stored inputs only).", positive=True)
     switch_lr: float = opt(1e-3, "Switch AdamW learning rate.", positive=True)
     switch_batch_size: int = opt(32, "Switch training batch size.", positive=True)
-    switch_max_length: int = opt(256, "Tokens of an input read by the feature model (the start of the input is kept).", positive=True)
+    switch_max_length: int = opt(16, "Tokens of an input read by the feature model (the start of the input is kept). Short keeps routing cheap next to generation; raise it when tasks' inputs share a long common opening.", positive=True)
+    switch_pooling: str = opt("mean", "Switch feature: the 'mean' of the hidden states (at --switch-layer) over the tokens read, or the 'last' token's (the paper's choice; it needs the whole instruction, so a larger --switch-max-length).", choices=SWITCH_POOLING)
+    switch_layer: str = opt("middle", "Block whose output the switch reads: 'middle' (block n_layers // 2; the feature model's forward stops there, so it costs about half), 'last' (the final hidden state after the model's last norm, the paper's choice) or a block number 1..n_layers.")
     # replay
     replay_fraction: float = opt(0.01, "replay: share of each earlier task's training set kept in the replay buffer.", positive=True)
     replay_min: int = opt(20, "replay: minimum buffer examples per earlier task.", positive=True)

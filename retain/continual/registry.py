@@ -70,18 +70,20 @@ def check_base(info: dict, loaded, path: Path) -> None:
 
 
 def load_feature_model(spec: str, peft_model, tokenizer, is_seq2seq: bool, *, fingerprint: str | None = None,
-                       max_length: int = 256, trust_remote_code: bool = False, allow_pickle: bool = False):
+                       max_length: int = 16, pooling: str = "mean", layer: str = "middle", trust_remote_code: bool = False,
+                       allow_pickle: bool = False):
     from retain.continual.switch import FeatureModel
     from retain.models import load_model
 
     if spec == "base":
-        return FeatureModel(peft_model, tokenizer, is_seq2seq, max_length)
+        return FeatureModel(peft_model, tokenizer, is_seq2seq, max_length, pooling=pooling, layer=layer)
     loaded = load_model(spec, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle)
     if fingerprint and loaded.fingerprint != fingerprint:
         raise RetainError(f"feature model '{spec}' now loads weights sha256 {loaded.fingerprint[:12]}, "
                           f"but the switch was trained on {fingerprint[:12]}")
     loaded.model.eval().requires_grad_(False)
-    features = FeatureModel(loaded.model, loaded.tokenizer, loaded.is_seq2seq, max_length)
+    features = FeatureModel(loaded.model, loaded.tokenizer, loaded.is_seq2seq, max_length, pooling=pooling,
+                            layer=layer)
     features.fingerprint = loaded.fingerprint
     return features
 
@@ -146,7 +148,9 @@ def load_registry(path, *, base: str | None = None, verify: bool = True) -> Regi
     model.eval().requires_grad_(False)
     fm = info["feature_model"]
     features = load_feature_model(fm["spec"], model, loaded.tokenizer, loaded.is_seq2seq, fingerprint=fm.get("fingerprint"),
-                                  max_length=cfg.get("switch_max_length", 256))
+                                  # registries written before these options existed: 256 tokens, last token, final layer
+                                  max_length=cfg.get("switch_max_length", 256), pooling=cfg.get("switch_pooling", "last"),
+                                  layer=cfg.get("switch_layer", "last"))
     switch = Switch.load(path / "switch")
     if switch.tasks != names:
         raise RetainError(f"{path}: the switch routes to {switch.tasks} but the registry holds adapters {names}")

@@ -1,8 +1,12 @@
 """The switch: which task does an instruction belong to?
 
-Features are the final-layer hidden state of the last input token of a feature
-model (the base model with its adapters switched off by default; any model
-spec otherwise; for encoder-decoder models, the encoder's). A small classifier,
+Features are hidden states of a feature model (the base model with its adapters
+switched off by default; any model spec otherwise; for encoder-decoder models,
+the encoder's) over the first ``max_length`` tokens of the input, read at the
+output of block ``layer`` (``"middle"`` by default: the forward stops there, so
+it costs half a forward; ``"last"``: after the final norm, the paper's choice)
+and pooled by their ``mean`` (default) or the ``last`` token's (the paper's).
+Measured choices are in docs/CONTINUAL.md (bench/switch_features.py). A small classifier,
 Linear(d, 200) - ReLU - Linear(200, n_tasks), is trained with AdamW (1e-3) for
 20 epochs on the *stored* instructions only: a retention fraction of each
 task's training inputs, at least a minimum count. Nothing else of old tasks is
@@ -19,6 +23,8 @@ from pathlib import Path
 
 import torch
 
+from retain.errors import RetainError
+
 SWITCH_WEIGHTS = "switch.safetensors"
 SWITCH_INFO = "switch.json"
 STORED = "instructions.jsonl"
@@ -30,13 +36,76 @@ def retained(inputs: list[str], fraction: float, minimum: int, seed: int) -> lis
     return random.Random(seed).sample(inputs, k)
 
 
-class FeatureModel:
-    """Last-token final hidden states of a (frozen) model."""
+class _Stop(Exception):
+    """Raised by a forward hook once the layer the switch reads has run: the layers above are never computed."""
 
-    def __init__(self, model, tokenizer, is_seq2seq: bool, max_length: int = 256, batch_size: int = 16):
+
+def layer_stack(module: torch.nn.Module, n_layers: int) -> torch.nn.ModuleList | None:
+    """The model's list of transformer blocks: the first ModuleList holding ``n_layers`` modules."""
+    return next((m for m in module.modules() if isinstance(m, torch.nn.ModuleList) and len(m) == n_layers), None)
+
+
+class FeatureModel:
+    """Pooled hidden states of a (frozen) model over the first ``max_length`` tokens.
+
+    ``layer``: ``"middle"`` (block ``n_layers // 2``; the forward stops there), ``"last"`` (the final hidden
+    state after the model's last norm, the paper's choice) or a block number ``1..n_layers``.
+    """
+
+    def __init__(self, model, tokenizer, is_seq2seq: bool, max_length: int = 16, batch_size: int = 16,
+                 pooling: str = "mean", layer: str | int = "middle"):
+        if pooling not in ("mean", "last"):
+            raise ValueError(f"unknown switch pooling {pooling!r}: choose 'mean' or 'last'")
         self.model, self.tokenizer, self.is_seq2seq = model, tokenizer, is_seq2seq
-        self.max_length, self.batch_size = max_length, batch_size
+        self.max_length, self.batch_size, self.pooling = max_length, batch_size, pooling
+        self.layer = str(layer)
         self.fingerprint: str | None = None  # of a separate feature model; None for the base model
+        self._block(self._network())  # a bad --switch-layer fails here, before any training
+
+    def _network(self):
+        """The module the features come from: the encoder of an encoder-decoder model, else the model."""
+        if not self.is_seq2seq:
+            return self.model
+        base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+        return base.get_encoder()
+
+    def _block(self, network) -> torch.nn.Module | None:
+        """The block whose output is read (None: the final hidden state)."""
+        if self.layer == "last":
+            return None
+        cfg = (self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model).config
+        n = getattr(cfg, "num_hidden_layers", None) or getattr(cfg, "num_layers", None)
+        stack = layer_stack(network, n) if n else None
+        if stack is None:
+            raise RetainError(f"--switch-layer {self.layer!r}: cannot find the feature model's {n or '?'} transformer blocks; "
+                              "use --switch-layer last")
+        if self.layer == "middle":
+            k = max(1, n // 2)
+        elif self.layer.isdigit() and 1 <= int(self.layer) <= n:
+            k = int(self.layer)
+        else:
+            raise RetainError(f"--switch-layer {self.layer!r}: choose 'middle', 'last' or a block number 1..{n}")
+        return stack[k - 1]
+
+    def _hidden(self, network, block, enc: dict) -> torch.Tensor:
+        if block is None:  # the final hidden state
+            if self.is_seq2seq:
+                return network(**enc).last_hidden_state
+            return self.model(**enc, output_hidden_states=True, logits_to_keep=1).hidden_states[-1]
+        caught = {}
+
+        def stop(module, args, output):
+            caught["hidden"] = output[0] if isinstance(output, tuple) else output
+            raise _Stop
+
+        handle = block.register_forward_hook(stop)
+        try:
+            network(**enc) if self.is_seq2seq else self.model(**enc, logits_to_keep=1)
+        except _Stop:
+            pass
+        finally:
+            handle.remove()
+        return caught["hidden"]
 
     @torch.no_grad()
     def __call__(self, texts: list[str]) -> torch.Tensor:
@@ -45,23 +114,26 @@ class FeatureModel:
         was_training = model.training
         model.eval()
         old_side, self.tokenizer.padding_side = self.tokenizer.padding_side, "right"
+        old_trunc, self.tokenizer.truncation_side = self.tokenizer.truncation_side, "right"  # read the start
         device = next(model.parameters()).device
         out = []
         try:
             with ctx:
+                network = self._network()
+                block = self._block(network)
                 for start in range(0, len(texts), self.batch_size):
                     enc = self.tokenizer(texts[start:start + self.batch_size], return_tensors="pt", padding=True,
                                          truncation=True, max_length=self.max_length, add_special_tokens=False)
                     enc = {k: v.to(device) for k, v in enc.items()}
-                    if self.is_seq2seq:
-                        base = model.get_base_model() if hasattr(model, "get_base_model") else model
-                        hidden = base.get_encoder()(**enc).last_hidden_state
-                    else:
-                        hidden = model(**enc, output_hidden_states=True).hidden_states[-1]
-                    last = enc["attention_mask"].sum(1) - 1  # right padding: the last real token
-                    out.append(hidden[torch.arange(hidden.shape[0], device=device), last].float().cpu())
+                    hidden = self._hidden(network, block, enc)
+                    mask = enc["attention_mask"]
+                    if self.pooling == "mean":
+                        pooled = (hidden.float() * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp(min=1)
+                    else:  # right padding: the last real token
+                        pooled = hidden[torch.arange(hidden.shape[0], device=device), mask.sum(1) - 1].float()
+                    out.append(pooled.cpu())
         finally:
-            self.tokenizer.padding_side = old_side
+            self.tokenizer.padding_side, self.tokenizer.truncation_side = old_side, old_trunc
             model.train(was_training)
         return torch.cat(out) if out else torch.zeros(0)
 
@@ -99,7 +171,7 @@ class Switch:
             train_acc = (self.net(x).argmax(1) == labels).float().mean().item() * 100
         self.info.update({"dim": x.shape[1], "hidden": self.hidden, "epochs": epochs, "lr": lr, "batch_size": batch_size,
                           "stored": {n: len(self.stored[n]) for n in self.tasks}})
-        return {"final_loss": round(float(loss), 6), "train_accuracy": round(train_acc, 2), "examples": len(labels)}
+        return {"final_loss": round(loss.item(), 6), "train_accuracy": round(train_acc, 2), "examples": len(labels)}
 
     @torch.no_grad()
     def route_features(self, x: torch.Tensor) -> list[str]:
