@@ -36,6 +36,7 @@ class EngineOptions:
     batch_size: int = opt(8, "Examples per device per step. Paper: 64.", positive=True)
     grad_accum: int = opt(1, "Gradient accumulation steps.", positive=True)
     packing: bool = opt(True, "Padding-free batches for causal models without a soft prompt: a batch is one row of concatenated examples (same examples, same order, same loss; no compute on padding). --no-packing pads to the longest example instead.")
+    group_by_length: bool = opt(False, "Stages that pad (a soft prompt, encoder-decoder models, --no-packing): draw each batch from examples of similar length (transformers' LengthGroupedSampler), so little compute goes into padding. Changes the order examples are seen in; packed stages ignore it.")
     max_length: int = opt(256, "Longest tokenised example; longer prompts are cut from the left so the output is kept (counted in run.json).", positive=True)
     optim: str = opt("adamw_torch_fused", "Optimizer (any transformers 'optim' name: adamw_torch_fused is AdamW in one fused kernel per step, ~5x faster than adamw_torch's loop over tensors on a CPU; adafactor as in the paper).")
     scheduler: str = opt("constant_with_warmup", "Learning-rate schedule (transformers name: constant_with_warmup, linear, cosine, ...).")

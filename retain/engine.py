@@ -320,11 +320,20 @@ def packing_is_exact(model) -> bool:
 
 # -------------------------------------------------------------------- stage
 def run_stage(model, tokenizer, stage: Stage, *, rows: list[dict], steps: int, lr: float, prompt_lr: float,
-              cfg, stage_dir: Path, evaluate=None, log=lambda e: None, resume: bool = False) -> dict:
-    """Train one stage; return its record (steps, evaluations, best step, wall time)."""
+              cfg, stage_dir: Path, evaluate=None, log=lambda e: None, resume: bool = False,
+              resumable: bool = True) -> dict:
+    """Train one stage; return its record (steps, evaluations, best step, wall time).
+
+    ``resumable``: the caller keeps checkpoints for ``--resume`` (``retain train``); otherwise failure
+    messages do not point at checkpoints or ``--resume``.
+    """
     prepare(model, stage)
     n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
     stage_dir.mkdir(parents=True, exist_ok=True)
+    causal = not getattr(getattr(model, "config", None), "is_encoder_decoder", False)
+    virtual = _virtual_tokens(model)
+    packed = causal and not virtual and getattr(cfg, "packing", True) and packing_is_exact(model)
+    grouped = bool(getattr(cfg, "group_by_length", False)) and not packed
     args = TrainingArguments(
         output_dir=str(stage_dir),
         max_steps=steps,
@@ -348,10 +357,9 @@ def run_stage(model, tokenizer, stage: Stage, *, rows: list[dict], steps: int, l
         dataloader_num_workers=0,
         ddp_find_unused_parameters=False,
         disable_tqdm=False,
+        train_sampling_strategy="group_by_length" if grouped else "random",
+        include_num_input_tokens_seen="non_padding",  # real tokens trained on, in run.json
     )
-    causal = not getattr(getattr(model, "config", None), "is_encoder_decoder", False)
-    virtual = _virtual_tokens(model)
-    packed = causal and not virtual and getattr(cfg, "packing", True) and packing_is_exact(model)
     # padding-free: a batch is one row of concatenated examples with restarting position ids
     collator = (DataCollatorWithFlattening(return_position_ids=True, separator_id=-100) if packed
                 else DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100))
@@ -367,7 +375,8 @@ def run_stage(model, tokenizer, stage: Stage, *, rows: list[dict], steps: int, l
                             selective_loss=causal, virtual_tokens=virtual)
     ckpt = last_checkpoint(stage_dir) if resume else None
     log({"event": "stage_start", "stage": stage.name, "trains": stage.trains, "steps": steps, "lr": lr,
-         "trainable_parameters": n_train, "packed": packed, "resumed_from": str(ckpt.name) if ckpt else None})
+         "trainable_parameters": n_train, "packed": packed, "grouped_by_length": grouped,
+         "resumed_from": str(ckpt.name) if ckpt else None})
     t0 = time.time()
     with _catch_sigint(trainer):
         result = trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
@@ -376,20 +385,24 @@ def run_stage(model, tokenizer, stage: Stage, *, rows: list[dict], steps: int, l
         log({"event": "nonfinite_loss", "step": trainer.bad_step})
         raise RetainError(
             f"stage {stage.name}: the loss became NaN/inf at step {trainer.bad_step}; training stopped"
-            + (f"; last good checkpoint kept in {kept} (lower the learning rate, then rerun with --resume)" if kept else " (lower the learning rate)")
+            + (f"; last good checkpoint kept in {kept} (lower the learning rate, then rerun with --resume)"
+               if kept and resumable else " (lower the learning rate)")
         )
     if trainer.stopped_by_interrupt:
         kept = last_checkpoint(stage_dir)
         log({"event": "interrupted", "step": trainer.state.global_step})
         raise Interrupted(
             f"interrupted (Ctrl-C) in stage {stage.name} at step {trainer.state.global_step}"
-            + (f"; checkpoint kept in {kept}: rerun the same command with --resume to continue" if kept else "; no checkpoint was kept")
+            + ((f"; checkpoint kept in {kept}: rerun the same command with --resume to continue" if kept
+                else "; no checkpoint was kept") if resumable else "; nothing was written")
         )
     best.restore(model)
     record = {
         "stage": stage.name, "trains": stage.trains, "steps": steps, "learning_rate": lr,
         "prompt_learning_rate": prompt_lr if stage.trains_prompt else None,
-        "trainable_parameters": n_train, "packed": packed, "train_loss": round(float(result.training_loss), 6),
+        "trainable_parameters": n_train, "packed": packed, "grouped_by_length": grouped,
+        "train_loss": round(float(result.training_loss), 6),
+        "input_tokens": int(trainer.state.num_input_tokens_seen),
         "evaluations": best.evals, "best": best.best, "wall_time_s": round(time.time() - t0, 2),
         "resumed_from": ckpt.name if ckpt else None,
     }

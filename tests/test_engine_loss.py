@@ -61,3 +61,42 @@ def test_packing_check_refuses_a_model_that_mixes_packed_sequences():
 
     model.forward = no_position_ids
     assert packing_is_exact(model) is False
+
+
+@pytest.mark.parametrize("method", ["prompt", "full"])
+def test_group_by_length_cuts_padding_of_padded_stages(tmp_path, monkeypatch, method):
+    """--group-by-length draws padded batches (a soft prompt) from similar lengths; packed stages are unaffected."""
+    import json
+
+    import transformers
+
+    from retain.train import train
+    from tests.conftest import write_jsonl
+
+    shapes = []
+    for cls in (transformers.DataCollatorForSeq2Seq, transformers.DataCollatorWithFlattening):
+        original = cls.__call__
+
+        def spy(self, features, *a, _original=original, **kw):
+            batch = _original(self, features, *a, **kw)
+            shapes.append((batch["input_ids"].numel(), sum(len(f["input_ids"]) for f in features)))
+            return batch
+
+        monkeypatch.setattr(cls, "__call__", spy)
+    data = write_jsonl(tmp_path / "train.jsonl", [{"input": "word " * (1 + (7 * i) % 40), "output": "yes"} for i in range(256)])
+    share, tokens = {}, {}
+    for grouped in (False, True):
+        shapes.clear()
+        out = tmp_path / f"{method}-{grouped}"
+        train(TrainConfig(model="tiny-random-llama", method=method, train=str(data), template="{input} =>", output=str(out),
+                          max_steps=6, batch_size=8, prompt_length=4, eval_every=0, save_every=0, group_by_length=grouped),
+              progress=lambda m: None)
+        stage = json.loads((out / "run.json").read_text())["stages"][0]
+        assert stage["grouped_by_length"] is (grouped and method == "prompt") and stage["packed"] is (method == "full")
+        computed, real = map(sum, zip(*shapes[:6]))  # the data loader may collate one batch ahead
+        assert stage["input_tokens"] == real  # the Trainer's count of non-padding tokens
+        share[grouped], tokens[grouped] = 1 - real / computed, real
+    if method == "prompt":
+        assert share[False] > 0.2 and share[True] < share[False] / 4, share
+    else:  # packed: no padding either way, and grouping changes nothing
+        assert share == {False: 0.0, True: 0.0} and tokens[False] == tokens[True]
