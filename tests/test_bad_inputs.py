@@ -272,3 +272,13 @@ def test_tampered_registry_adapter_file(tmp_path, registry):
     f.write_bytes(bytes(data))
     proc = cli("generate", "--registry", reg, "Reverse the letters of apple ==>", check=False)
     assert_clean_failure(proc, "adapter_model.safetensors", "sha256")
+
+
+def test_switch_layer_out_of_range(tmp_path):
+    from tests.test_continual import FAST, make_task
+
+    tasks = [make_task(tmp_path, "rev")]
+    out = tmp_path / "reg"
+    proc = cli("continual", "--model", "tiny-random-llama", "--method", "switchcit", "--tasks", *tasks, "--output", out,
+               "--switch-layer", "9", *FAST, check=False)
+    assert_clean_failure(proc, "--switch-layer", "'9'", "1..2", out=out)

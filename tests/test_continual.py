@@ -8,6 +8,7 @@ import shutil
 import pytest
 import torch
 
+from retain.errors import RetainError
 from tests.conftest import cli, write_jsonl
 
 WORDS = ["apple", "river", "stone", "cloud", "tiger", "lemon", "piano", "storm", "candle", "forest", "mirror", "rocket"]
@@ -232,14 +233,75 @@ def test_constraint_and_retention():
     assert len(retained([str(i) for i in range(5)], 0.01, 20, 0)) == 5
 
 
+@pytest.mark.parametrize("pooling", ["mean", "last"])
 @pytest.mark.parametrize("spec", ["tiny-random-llama", "tiny-random-t5"])
-def test_switch_features_ignore_padding(spec):
+def test_switch_features_ignore_padding(spec, pooling):
     from retain.continual.switch import FeatureModel
     from retain.models import load_model
 
     m = load_model(spec)
-    fm = FeatureModel(m.model, m.tokenizer, m.is_seq2seq)
+    fm = FeatureModel(m.model, m.tokenizer, m.is_seq2seq, max_length=64, pooling=pooling)
     texts = ["a short one", "a much longer instruction with more words in it"]
     both = fm(texts)
     assert both.shape == (2, 32)
     assert torch.allclose(both[0], fm(texts[:1])[0], atol=1e-5) and torch.allclose(both[1], fm(texts[1:])[0], atol=1e-5)
+
+
+@pytest.mark.parametrize("pooling", ["mean", "last"])
+def test_switch_reads_only_the_start(pooling):
+    from retain.continual.switch import FeatureModel
+    from retain.models import load_model
+
+    m = load_model("tiny-random-llama")  # byte-level tokenizer: one token per character
+    m.tokenizer.truncation_side = "left"  # the feature model reads the start whatever the tokenizer was left with
+    a, b = "Simplify this: the cat sat on the mat", "Simplify this: a dog ran in the park"
+    short = FeatureModel(m.model, m.tokenizer, False, max_length=15, pooling=pooling)([a, b])
+    assert torch.equal(short[0], short[1])  # the first 15 tokens are the same
+    long = FeatureModel(m.model, m.tokenizer, False, max_length=64, pooling=pooling)([a, b])
+    assert not torch.allclose(long[0], long[1])
+    assert m.tokenizer.truncation_side == "left"  # restored
+
+
+@pytest.mark.parametrize("spec", ["tiny-random-llama", "tiny-random-t5"])
+def test_switch_layer_reads_that_block_and_stops_there(spec):
+    from retain.continual.switch import FeatureModel, layer_stack
+    from retain.models import load_model
+
+    m = load_model(spec)
+    texts = ["a short one", "a much longer instruction with more words in it"]
+    network = m.model.get_encoder() if m.is_seq2seq else m.model
+    n = m.model.config.num_hidden_layers
+    ran = []
+    for i, block in enumerate(layer_stack(network, n)):
+        block.register_forward_hook(lambda mod, a, out, i=i: ran.append(i))
+    enc = m.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+    with torch.no_grad():
+        states = network(**enc, output_hidden_states=True).hidden_states if m.is_seq2seq else \
+            m.model(**enc, output_hidden_states=True).hidden_states
+    mask = enc["attention_mask"][..., None].float()
+    for layer, k in (("1", 1), ("middle", max(1, n // 2))):
+        ran.clear()
+        got = FeatureModel(m.model, m.tokenizer, m.is_seq2seq, max_length=64, layer=layer)(texts)
+        assert ran == list(range(k))  # one batch: blocks 1..k ran, none above
+        want = (states[k] * mask).sum(1) / mask.sum(1)
+        assert torch.allclose(got, want, atol=1e-5)
+    with pytest.raises(RetainError, match="block number 1..2"):
+        FeatureModel(m.model, m.tokenizer, m.is_seq2seq, layer="7")
+
+
+def test_adapter_initialisation_depends_on_the_seed_only(tmp_path):
+    from retain.continual.config import ContinualConfig
+    from retain.methods.lora import attach_lora
+    from retain.models import load_model
+
+    tiny = load_model("tiny-random-llama")  # built from a seed; a saved copy loads without touching the RNG
+    tiny.model.save_pretrained(tmp_path / "base")
+    tiny.tokenizer.save_pretrained(tmp_path / "base")
+    cfg = ContinualConfig(model=str(tmp_path / "base"), seed=3)
+    weights = []
+    for noise in (1, 2):
+        torch.manual_seed(noise)  # whatever ran before
+        model = attach_lora(load_model(str(tmp_path / "base")).model, cfg, False)
+        weights.append({n: p.detach().clone() for n, p in model.named_parameters() if "lora_A" in n})
+    assert weights[0].keys() == weights[1].keys() and weights[0]
+    assert all(torch.equal(weights[0][n], weights[1][n]) for n in weights[0])

@@ -54,7 +54,7 @@ class Context:
 
         self.progress(f"[retain] {self.cfg.method} {name}: training {trains} for {steps} steps at lr {self.lr:g} ({len(rows)} examples)")
         rec = run_stage(model, self.tokenizer, Stage(name, trains), rows=rows, steps=steps, lr=self.lr, prompt_lr=self.lr,
-                        cfg=self.cfg, stage_dir=self.staging / "checkpoints" / name, log=self.log)
+                        cfg=self.cfg, stage_dir=self.staging / "checkpoints" / name, log=self.log, resumable=False)
         self.progress(f"[retain] {name}: done in {rec['wall_time_s']:.0f}s, loss {rec['train_loss']:.4f}")
         self.records.append(rec)
         return rec
@@ -123,6 +123,7 @@ def run_switchcit(ctx: Context, old: list[Task], new: list[Task], max_new: dict,
         copy_adapters(prev, ctx.staging, [t.name for t in old])
         stored = dict(Switch.load(prev / "switch").stored)
     features = load_feature_model(cfg.feature_model, model, ctx.tokenizer, ctx.is_seq2seq, max_length=cfg.switch_max_length,
+                                  pooling=cfg.switch_pooling, layer=cfg.switch_layer,
                                   fingerprint=feature_fingerprint, trust_remote_code=cfg.trust_remote_code,
                                   allow_pickle=cfg.allow_pickle)
     cache: dict[str, torch.Tensor] = {}
@@ -137,6 +138,7 @@ def run_switchcit(ctx: Context, old: list[Task], new: list[Task], max_new: dict,
     switch = None
     for i, task in enumerate(new):
         if isinstance(model, PeftModel):
+            torch.manual_seed(cfg.seed)  # as attach_lora: a new adapter's initialisation depends on the seed only
             model.add_adapter(task.name, lora_config(cfg, ctx.is_seq2seq))
             model.set_adapter(task.name)
         else:
@@ -214,38 +216,42 @@ def run_continual(cfg: ContinualConfig, task_dirs: list[str], *, progress=print,
     staging = staging_dir(out)
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
-    if prev is not None and (prev / "train_log.jsonl").is_file():
-        shutil.copyfile(prev / "train_log.jsonl", staging / "train_log.jsonl")
+    try:  # a continual run does not resume: on any failure nothing is left behind
+        if prev is not None and (prev / "train_log.jsonl").is_file():
+            shutil.copyfile(prev / "train_log.jsonl", staging / "train_log.jsonl")
 
-    def log(entry: dict) -> None:
-        with open(staging / "train_log.jsonl", "a") as f:
-            f.write(json.dumps({"time": round(time.time() - t0, 2), **entry}) + "\n")
+        def log(entry: dict) -> None:
+            with open(staging / "train_log.jsonl", "a") as f:
+                f.write(json.dumps({"time": round(time.time() - t0, 2), **entry}) + "\n")
 
-    log({"event": "start", "method": cfg.method, "model": cfg.model, "tasks": [t.name for t in tasks],
-         "resumed_from": str(prev) if prev else None})
-    ctx = Context(cfg, loaded, staging, log, progress)
-    if cfg.method == "switchcit":
-        run = run_switchcit(ctx, old, tasks, max_new, prev, info["feature_model"]["fingerprint"] if info else None)
-    else:
-        run = run_baseline(ctx, tasks, max_new)
-    shutil.rmtree(staging / "checkpoints", ignore_errors=True)
+        log({"event": "start", "method": cfg.method, "model": cfg.model, "tasks": [t.name for t in tasks],
+             "resumed_from": str(prev) if prev else None})
+        ctx = Context(cfg, loaded, staging, log, progress)
+        if cfg.method == "switchcit":
+            run = run_switchcit(ctx, old, tasks, max_new, prev, info["feature_model"]["fingerprint"] if info else None)
+        else:
+            run = run_baseline(ctx, tasks, max_new)
+        shutil.rmtree(staging / "checkpoints", ignore_errors=True)
 
-    all_tasks = old + tasks
-    names = [t.name for t in all_tasks]
-    earlier = json.loads((prev / "results.json").read_text()) if prev is not None and (prev / "results.json").is_file() else None
-    results = _results(cfg, names, [t.metric for t in all_tasks], run, earlier, command, fingerprint)
-    results["training"] = ctx.records
-    results["versions"] = library_versions()
-    results["wall_time_s"] = round(time.time() - t0 + (earlier or {}).get("wall_time_s", 0), 2)
-    if cfg.method == "switchcit":
-        registry = {
-            "kind": KIND, "base": {"spec": cfg.model, "fingerprint": fingerprint, "is_seq2seq": loaded.is_seq2seq},
-            "feature_model": {"spec": cfg.feature_model, "fingerprint": run["features_fingerprint"]},
-            "tasks": [t.spec() for t in all_tasks], "config": to_dict(cfg),
-        }
-        (staging / REGISTRY_FILE).write_text(json.dumps(registry, indent=2))
-    write_results(staging, results)
-    commit(staging, out)
+        all_tasks = old + tasks
+        names = [t.name for t in all_tasks]
+        earlier = json.loads((prev / "results.json").read_text()) if prev is not None and (prev / "results.json").is_file() else None
+        results = _results(cfg, names, [t.metric for t in all_tasks], run, earlier, command, fingerprint)
+        results["training"] = ctx.records
+        results["versions"] = library_versions()
+        results["wall_time_s"] = round(time.time() - t0 + (earlier or {}).get("wall_time_s", 0), 2)
+        if cfg.method == "switchcit":
+            registry = {
+                "kind": KIND, "base": {"spec": cfg.model, "fingerprint": fingerprint, "is_seq2seq": loaded.is_seq2seq},
+                "feature_model": {"spec": cfg.feature_model, "fingerprint": run["features_fingerprint"]},
+                "tasks": [t.spec() for t in all_tasks], "config": to_dict(cfg),
+            }
+            (staging / REGISTRY_FILE).write_text(json.dumps(registry, indent=2))
+        write_results(staging, results)
+        commit(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     return out
 
 

@@ -15,8 +15,10 @@ def lora_config(cfg, is_seq2seq: bool):
 
 
 def attach_lora(model, cfg, is_seq2seq: bool, adapter_name: str = "default"):
+    import torch
     from peft import get_peft_model
 
+    torch.manual_seed(cfg.seed)  # the adapter's initial A matrices depend on the seed only
     peft_model = get_peft_model(model, lora_config(cfg, is_seq2seq), adapter_name=adapter_name)
     peft_model.peft_config[adapter_name].base_model_name_or_path = cfg.model
     return peft_model
