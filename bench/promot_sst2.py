@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # retain from this checkout, installed or not
 DATA = Path(os.environ.get("RETAIN_SHARED_DATA", ROOT.parent / "shared" / "data")) / "sst2"
 TEMPLATE = "Review: {input}\\nSentiment:"
 
