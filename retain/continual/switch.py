@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from retain.continual.config import SWITCH_POOLING
 from retain.errors import RetainError
 
 SWITCH_WEIGHTS = "switch.safetensors"
@@ -54,8 +55,8 @@ class FeatureModel:
 
     def __init__(self, model, tokenizer, is_seq2seq: bool, max_length: int = 16, batch_size: int = 16,
                  pooling: str = "mean", layer: str | int = "middle"):
-        if pooling not in ("mean", "last"):
-            raise ValueError(f"unknown switch pooling {pooling!r}: choose 'mean' or 'last'")
+        if pooling not in SWITCH_POOLING:
+            raise ValueError(f"unknown switch pooling {pooling!r}: choose one of {SWITCH_POOLING}")
         self.model, self.tokenizer, self.is_seq2seq = model, tokenizer, is_seq2seq
         self.max_length, self.batch_size, self.pooling = max_length, batch_size, pooling
         self.layer = str(layer)
