@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import platform
+import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -78,3 +80,20 @@ def step_timer(model, tokenizer, stage_trains: str, *, lr: float = 2e-5, packing
         return (time.perf_counter() - t) / n
 
     return time_steps
+
+
+def lm_eval_setup(model, tokenizer, tasks, shots: int, batch_size: int):
+    """retain suite tasks as local lm-evaluation-harness tasks, and the model handed to it in memory.
+
+    Returns (HFLM, lm-eval task names, TaskManager, task folder). Needs ``pip install lm-eval``.
+    """
+    from lm_eval.models.huggingface import HFLM
+    from lm_eval.tasks import TaskManager
+
+    from retain.evaluation.lmeval_export import export_suite
+
+    work = Path(tempfile.mkdtemp(prefix="retain-lmeval-"))
+    names = export_suite(tasks, shots, work, tokenizer=tokenizer)
+    sys.path.insert(0, str(work))  # lm-eval imports retain_lmeval_utils from the task folder
+    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, max_length=2048)
+    return lm, names, TaskManager(include_path=str(work)), work

@@ -32,7 +32,6 @@ import json
 import os
 import platform
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -138,20 +137,15 @@ def run_lm_eval(model, tokenizer, tasks, shots: int, batch_size: int, *, require
     try:
         import lm_eval
         from lm_eval import simple_evaluate
-        from lm_eval.models.huggingface import HFLM
-        from lm_eval.tasks import TaskManager
     except ImportError as e:
         if required:
             sys.exit(f"lm-eval cannot be imported ({e}); pip install lm-eval")
         print(f"lm-eval not measured: cannot import it ({e}); pip install lm-eval to add it", flush=True)
         return None
-    from retain.evaluation.lmeval_export import export_suite
+    from bench._common import lm_eval_setup
 
-    work = Path(tempfile.mkdtemp(prefix="retain-lmeval-"))
-    names = export_suite(tasks, shots, work, tokenizer=tokenizer)
-    sys.path.insert(0, str(work))  # lm-eval imports retain_lmeval_utils from the task folder
-    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, max_length=2048)
-    manager = TaskManager(include_path=str(work))  # indexing lm-eval's own task catalogue is not timed
+    # exporting the tasks and indexing lm-eval's own task catalogue are not timed
+    lm, names, manager, _ = lm_eval_setup(model, tokenizer, tasks, shots, batch_size)
     generate = lm.generate_until
     spent = [0.0]
 

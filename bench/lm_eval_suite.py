@@ -19,7 +19,6 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -44,12 +43,11 @@ def main() -> None:
     args = ap.parse_args()
 
     from lm_eval import simple_evaluate
-    from lm_eval.models.huggingface import HFLM
-    from lm_eval.tasks import TaskManager
+
+    from bench._common import lm_eval_setup
 
     from retain.cli import _quiet_libraries
     from retain.evaluation.harness import evaluate_task
-    from retain.evaluation.lmeval_export import export_suite
     from retain.evaluation.suite import load_suite
 
     _quiet_libraries()
@@ -67,12 +65,9 @@ def main() -> None:
         model, tok = loaded.model, loaded.tokenizer
         what = f"model {args.model}"
     tasks = load_suite(args.suite, examples=args.examples)[: args.tasks]
-    work = Path(tempfile.mkdtemp(prefix="retain-lmeval-"))
-    names = export_suite(tasks, args.shots, work, tokenizer=tok)
-    sys.path.insert(0, str(work))  # lm-eval imports retain_lmeval_utils from the task folder
-    lm = HFLM(pretrained=model, tokenizer=tok, batch_size=1, max_length=2048)
+    lm, names, manager, work = lm_eval_setup(model, tok, tasks, args.shots, batch_size=1)
     t0 = time.time()
-    out = simple_evaluate(model=lm, tasks=names, num_fewshot=args.shots, task_manager=TaskManager(include_path=str(work)),
+    out = simple_evaluate(model=lm, tasks=names, num_fewshot=args.shots, task_manager=manager,
                           log_samples=False, bootstrap_iters=0)
     lm_s = time.time() - t0
     rows = []
