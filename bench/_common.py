@@ -90,10 +90,10 @@ def lm_eval_setup(model, tokenizer, tasks, shots: int, batch_size: int):
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
 
-    from retain.evaluation.lmeval_export import export_suite
+    from retain.evaluation.lmeval_export import export_suite, hflm_kwargs
 
     work = Path(tempfile.mkdtemp(prefix="retain-lmeval-"))
     names = export_suite(tasks, shots, work, tokenizer=tokenizer)
     sys.path.insert(0, str(work))  # lm-eval imports retain_lmeval_utils from the task folder
-    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, max_length=2048)
+    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, max_length=2048, **hflm_kwargs(tokenizer))
     return lm, names, TaskManager(include_path=str(work)), work

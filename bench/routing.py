@@ -58,7 +58,7 @@ def main() -> None:
     from retain.continual.generation import generate_routed
     from retain.continual.registry import load_registry
     from retain.data import load_jsonl
-    from retain.evaluation.generation import generate_texts
+    from retain.evaluation.decoding import generate_texts
 
     reg = load_registry(ensure_registry(args.registry))
     names_all = [t["name"] for t in reg.tasks]

@@ -56,7 +56,7 @@ class EngineOptions:
 @dataclass
 class TrainConfig(EngineOptions):
     # what to train
-    model: str = opt("smollm2-135m", "Model: alias (smollm2-135m, tiny-random-llama, tiny-random-t5), a .gguf file, a local directory or a Hub id.")
+    model: str = opt("smollm2-135m", "Model: alias (smollm2-135m; tests: tiny-random-llama, tiny-random-qwen, tiny-random-t5), a .gguf file, a local directory or a Hub id.")
     method: str = opt("promot", "full: standard fine-tuning; prompt: prompt tuning; lora: LoRA; promot: stage 1 prompt tuning then stage 2 model tuning with the prompt frozen; joint: prompt and model trained together (ablation).", choices=METHOD_NAMES)
     train: str = opt(None, "Training data: JSONL with string fields 'input' and 'output', or hf:NAME[:CONFIG][@SPLIT].")
     validation: str | None = opt(None, "Validation JSONL; used to keep the best checkpoint of each stage.")

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from retain.errors import RetainError, where
+from retain.tokens import prompt_ids, special_affixes, text_ids, truncate_left
 
 DEFAULT_TEMPLATE = "{input}"
 
@@ -176,26 +177,28 @@ class Tokenized:
 def tokenize(examples: list[dict], tokenizer, fmt: TaskFormat, max_length: int) -> Tokenized:
     """Token ids with loss on the output only.
 
-    Over-long examples keep their output and the *end* of their prompt (the
-    prompt is cut from the left); the count of such cuts is returned.
+    A row is the prompt as every engine feeds it (``retain.tokens.prompt_ids``: the tokenizer's leading
+    special tokens, e.g. a BOS, then the text; for an encoder its trailing ones too), then the target and
+    EOS. Over-long examples keep their output, their leading special tokens and the *end* of their prompt
+    (the prompt is cut from the left); the count of such cuts is returned.
     """
     out = Tokenized()
     eos = tokenizer.eos_token_id
+    head = len(special_affixes(tokenizer)[0])
     for ex in examples:
-        prompt = fmt.prompt(ex)
-        p_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-        t_ids = tokenizer(fmt.target(ex), add_special_tokens=False)["input_ids"] + [eos]
+        p_ids = prompt_ids(tokenizer, fmt.prompt(ex), is_seq2seq=fmt.is_seq2seq)
+        t_ids = text_ids(tokenizer, fmt.target(ex)) + [eos]
         if fmt.is_seq2seq:
             if len(p_ids) > max_length:
                 out.truncated += 1
-                p_ids = p_ids[-max_length:]
+                p_ids = truncate_left(p_ids, max_length, head)
             out.rows.append({"input_ids": p_ids, "attention_mask": [1] * len(p_ids), "labels": t_ids[:max_length]})
             continue
-        t_ids = t_ids[: max_length - 1]
+        t_ids = t_ids[: max_length - 1 - head]
         room = max_length - len(t_ids)
         if len(p_ids) > room:
             out.truncated += 1
-            p_ids = p_ids[len(p_ids) - room:]
+            p_ids = truncate_left(p_ids, room, head)
         ids = p_ids + t_ids
         out.rows.append({"input_ids": ids, "attention_mask": [1] * len(ids), "labels": [-100] * len(p_ids) + t_ids})
     return out

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from transformers import DataCollatorForSeq2Seq, DataCollatorWithFlattening, Trainer, TrainerCallback, TrainingArguments
 
 from retain.errors import RetainError
-from retain.evaluation.generation import generate_texts
+from retain.evaluation.decoding import generate_texts
 from retain.evaluation.metrics import score
 from retain.methods import Stage, param_groups, prepare, trainable_state
 
@@ -162,28 +162,33 @@ class _StageTrainer(Trainer):
     bad_step: int | None = None
     stopped_by_interrupt = False
 
-    def __init__(self, *args, selective_loss: bool = False, virtual_tokens: int = 0, **kwargs):
+    def __init__(self, *args, selective_loss: bool = False, virtual_tokens: int = 0, label_smoothing: float = 0.0, **kwargs):
         super().__init__(*args, **kwargs)
-        self.selective_loss, self.virtual_tokens = selective_loss, virtual_tokens
+        self.selective_loss, self.virtual_tokens, self.label_smoothing = selective_loss, virtual_tokens, label_smoothing
         self.add_callback(_Veto(self))
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        """Causal LM loss computing logits only where a label is predicted.
+        """Token cross-entropy (with ``--label-smoothing``) on the labelled tokens.
 
-        The loss is on the output tokens only, so the LM head (a vocabulary-sized
-        matmul per position) is applied just to positions whose next token is a
-        label: the union over the batch, passed to the model as ``logits_to_keep``.
-        Same value as the model's own shifted cross-entropy (see the tests).
+        Causal models: logits only where a label is predicted. The loss is on the output tokens only, so
+        the LM head (a vocabulary-sized matmul per position) is applied just to positions whose next token
+        is a label: the union over the batch, passed to the model as ``logits_to_keep``. Same value as the
+        model's own shifted cross-entropy (see the tests). Encoder-decoder models: the labels stay in the
+        inputs (the model shifts them into its decoder inputs) and the loss is taken on every logit.
         """
-        if not self.selective_loss or "labels" not in inputs:
+        if "labels" not in inputs:
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-        labels = inputs.pop("labels")
-        keep = (labels[:, 1:] != -100).any(0).nonzero().squeeze(1)
-        outputs = model(**inputs, logits_to_keep=keep + self.virtual_tokens, use_cache=False)
+        if self.selective_loss:
+            labels = inputs.pop("labels")
+            keep = (labels[:, 1:] != -100).any(0).nonzero().squeeze(1)
+            outputs = model(**inputs, logits_to_keep=keep + self.virtual_tokens, use_cache=False)
+            target = labels[:, keep + 1]
+        else:
+            outputs = model(**inputs, use_cache=False)
+            target = inputs["labels"]
         logits = outputs.logits
-        target = labels[:, keep + 1]
         loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), target.reshape(-1), ignore_index=-100,
-                               reduction="sum", label_smoothing=self.args.label_smoothing_factor)
+                               reduction="sum", label_smoothing=self.label_smoothing)
         self.loss_is_scaled_for_ga = num_items_in_batch is not None
         if num_items_in_batch is None:
             loss = loss / (target != -100).sum().clamp(min=1)
@@ -343,7 +348,7 @@ def run_stage(model, tokenizer, stage: Stage, *, rows: list[dict], steps: int, l
         lr_scheduler_type=cfg.scheduler,
         warmup_steps=cfg.warmup_steps,
         weight_decay=cfg.weight_decay,
-        label_smoothing_factor=cfg.label_smoothing,
+        label_smoothing_factor=0.0,  # applied in _StageTrainer.compute_loss (the Trainer's smoother breaks seq2seq)
         optim=cfg.optim,
         logging_steps=cfg.log_every,
         logging_nan_inf_filter=False,
@@ -372,7 +377,7 @@ def run_stage(model, tokenizer, stage: Stage, *, rows: list[dict], steps: int, l
     best = BestCheckpoint(evaluate, cfg.eval_every if evaluate else 0, steps, stage_dir, log)
     trainer = _StageTrainer(model=model, args=args, train_dataset=rows, data_collator=collator,
                             optimizers=(optimizer, None), callbacks=[best, LogCallback(log)],
-                            selective_loss=causal, virtual_tokens=virtual)
+                            selective_loss=causal, virtual_tokens=virtual, label_smoothing=cfg.label_smoothing)
     ckpt = last_checkpoint(stage_dir) if resume else None
     log({"event": "stage_start", "stage": stage.name, "trains": stage.trains, "steps": steps, "lr": lr,
          "trainable_parameters": n_train, "packed": packed, "grouped_by_length": grouped,

@@ -30,7 +30,7 @@ from retain.errors import RetainError
 
 DEFAULT_MODEL = "smollm2-135m"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-ALIASES = ("smollm2-135m", "tiny-random-llama", "tiny-random-t5")
+ALIASES = ("smollm2-135m", "tiny-random-llama", "tiny-random-qwen", "tiny-random-t5")
 
 
 @dataclass
@@ -67,10 +67,12 @@ def load_model(spec: str, *, trust_remote_code: bool = False, allow_pickle: bool
     if spec == "smollm2-135m":
         path = _smollm2_cached()
         return _load_dir(spec, path, trust_remote_code=False, allow_pickle=False)
-    if spec == "tiny-random-llama":
-        return Loaded(_tiny_llama(), tiny_tokenizer(), spec, False)
-    if spec == "tiny-random-t5":
-        return Loaded(_tiny_t5(), tiny_tokenizer(), spec, True)
+    if spec == "tiny-random-llama":  # its tokenizer adds a BOS, as Llama's does
+        return Loaded(_tiny_llama(), tiny_tokenizer(bos=True), spec, False)
+    if spec == "tiny-random-qwen":  # no BOS, tied embeddings, as Qwen2's
+        return Loaded(_tiny_qwen(), tiny_tokenizer(), spec, False)
+    if spec == "tiny-random-t5":  # appends </s> to every input, as T5's does
+        return Loaded(_tiny_t5(), tiny_tokenizer(eos=True), spec, True)
     path = Path(spec).expanduser()
     if spec.lower().endswith(".gguf"):
         if not path.is_file():
@@ -198,9 +200,13 @@ def _smollm2_cached() -> Path:
 
 
 # ---------------------------------------------------------------- tiny models
-def tiny_tokenizer():
-    """A byte-level tokenizer (256 byte symbols + 4 specials); no download needed."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+def tiny_tokenizer(*, bos: bool = False, eos: bool = False):
+    """A byte-level tokenizer (256 byte symbols + 4 specials); no download needed.
+
+    ``bos``: it puts ``<s>`` before every text (as Llama/Mistral/Gemma tokenizers do); ``eos``: it puts
+    ``</s>`` after it (as T5's does); neither: it adds nothing (as Qwen/GPT-2/SmolLM2 tokenizers).
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
     specials = ["<pad>", "<s>", "</s>", "<unk>"]
@@ -210,6 +216,11 @@ def tiny_tokenizer():
     tok = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
     tok.decoder = decoders.ByteLevel()
+    if bos or eos:
+        single = " ".join((["<s>"] if bos else []) + ["$A"] + (["</s>"] if eos else []))
+        pair = " ".join((["<s>"] if bos else []) + ["$A", "$B"] + (["</s>"] if eos else []))
+        tok.post_processor = processors.TemplateProcessing(single=single, pair=pair,
+                                                           special_tokens=[("<s>", 1), ("</s>", 2)])
     return PreTrainedTokenizerFast(
         tokenizer_object=tok, pad_token="<pad>", bos_token="<s>", eos_token="</s>", unk_token="<unk>",
         model_max_length=512,
@@ -229,6 +240,18 @@ def _tiny_llama():
         pad_token_id=0, bos_token_id=1, eos_token_id=2, tie_word_embeddings=False,
     )
     return LlamaForCausalLM(config).eval()
+
+
+def _tiny_qwen():
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    torch.manual_seed(0)
+    config = Qwen2Config(
+        vocab_size=TINY_VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+        pad_token_id=0, bos_token_id=None, eos_token_id=2, tie_word_embeddings=True,
+    )
+    return Qwen2ForCausalLM(config).eval()
 
 
 def _tiny_t5():

@@ -137,7 +137,7 @@ class Run:
     def generate(self, texts: list[str], *, use_prompt: bool = True, raw: bool = False, max_new_tokens: int | None = None,
                  first_line: bool = True) -> list[str]:
         """Outputs for inputs: templated (unless raw), one-shot prefix and prompt for the tuned task."""
-        from retain.evaluation.generation import generate_texts
+        from retain.evaluation.decoding import generate_texts
 
         tuned = use_prompt or not self.has_prompt
         prompts = texts if raw else [self.format.prompt({"input": t}, with_shot=tuned) for t in texts]

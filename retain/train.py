@@ -20,6 +20,7 @@ from retain.config import TrainConfig, to_dict
 from retain.data import TaskFormat, check_template, load_examples, load_jsonl, pick_one_shot, tokenize
 from retain.engine import barrier, is_main, run_stage, save_state, sharded_generate, load_state
 from retain.errors import RetainError
+from retain.evaluation.decoding import answer_budget
 from retain.evaluation.metrics import METRICS, score
 from retain.methods import METHODS, changes_base, stage_budget, uses_lora, uses_prompt, wrap
 from retain.models import load_model
@@ -83,7 +84,7 @@ def train(cfg: TrainConfig, *, progress=print) -> Path:
 
         sys.stderr.write(f"[retain] note: {tok.truncated} training examples are longer than {max_length} tokens; "
                          "their prompts were cut from the left so the output is kept\n")
-    max_new = cfg.max_new_tokens or max(len(tokenizer(fmt.target(e), add_special_tokens=False)["input_ids"]) for e in train_examples[:2000]) + 4
+    max_new = cfg.max_new_tokens or answer_budget(tokenizer, [e["output"] for e in train_examples])
 
     staging = staging_dir(out)
     if is_main():

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from retain.errors import RetainError
+from retain.tokens import pad_right, prompt_ids
 from tests.conftest import cli, write_jsonl
 
 WORDS = ["apple", "river", "stone", "cloud", "tiger", "lemon", "piano", "storm", "candle", "forest", "mirror", "rocket"]
@@ -105,7 +106,8 @@ def test_mixed_batch_routing_equals_per_adapter_rows(registry, data):
     tok = reg.tokenizer
     for i, (text, name) in enumerate(zip(texts, names)):  # one row at a time, with the adapter set the usual way
         reg.model.set_adapter(name)
-        enc = tok([text], return_tensors="pt", add_special_tokens=False)
+        enc = {"input_ids": torch.tensor([prompt_ids(tok, text)])}  # with the BOS this tokenizer adds
+        assert enc["input_ids"][0, 0] == tok.bos_token_id
         with torch.no_grad():
             ids = reg.model.generate(**enc, max_new_tokens=8, min_new_tokens=8, do_sample=False, pad_token_id=tok.pad_token_id)
         assert tok.decode(ids[0, enc["input_ids"].shape[1]:], skip_special_tokens=True).strip() == mixed[i]
@@ -256,7 +258,7 @@ def test_switch_reads_only_the_start(pooling):
     m.tokenizer.truncation_side = "left"  # the feature model reads the start whatever the tokenizer was left with
     a, b = "Simplify this: the cat sat on the mat", "Simplify this: a dog ran in the park"
     short = FeatureModel(m.model, m.tokenizer, False, max_length=15, pooling=pooling)([a, b])
-    assert torch.equal(short[0], short[1])  # the first 15 tokens are the same
+    assert torch.allclose(short[0], short[1], atol=1e-6)  # the first 15 tokens are the same
     long = FeatureModel(m.model, m.tokenizer, False, max_length=64, pooling=pooling)([a, b])
     assert not torch.allclose(long[0], long[1])
     assert m.tokenizer.truncation_side == "left"  # restored
@@ -274,11 +276,17 @@ def test_switch_layer_reads_that_block_and_stops_there(spec):
     ran = []
     for i, block in enumerate(layer_stack(network, n)):
         block.register_forward_hook(lambda mod, a, out, i=i: ran.append(i))
-    enc = m.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+    ids, mask = pad_right([prompt_ids(m.tokenizer, t, is_seq2seq=m.is_seq2seq) for t in texts], m.tokenizer.pad_token_id)
+    enc = {"input_ids": ids, "attention_mask": mask}  # as the model sees them: BOS (llama), </s> (t5)
     with torch.no_grad():
         states = network(**enc, output_hidden_states=True).hidden_states if m.is_seq2seq else \
             m.model(**enc, output_hidden_states=True).hidden_states
     mask = enc["attention_mask"][..., None].float()
+    if m.is_seq2seq:  # pooled over the input's own tokens: not the </s> T5's tokenizer appends
+        mask[0, len(prompt_ids(m.tokenizer, texts[0], is_seq2seq=True)) - 1] = 0
+        mask[1, ids.shape[1] - 1] = 0
+    else:  # nor the BOS llama's adds
+        mask[:, 0] = 0
     for layer, k in (("1", 1), ("middle", max(1, n // 2))):
         ran.clear()
         got = FeatureModel(m.model, m.tokenizer, m.is_seq2seq, max_length=64, layer=layer)(texts)

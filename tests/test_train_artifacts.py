@@ -58,16 +58,37 @@ def test_promot_run_artifacts(tmp_path, task, spec, auto, seq2seq):
     assert torch.equal(_logits(again.prompted, tok, text, seq2seq), with_prompt)
 
 
-def test_prompt_generation_cache_on_equals_off(tmp_path, task):
-    out = _train(tmp_path, task, "tiny-random-llama", "prompt", "--lr", "0.3")
+@pytest.mark.parametrize("spec", ["tiny-random-llama", "tiny-random-qwen", "tiny-random-t5"])
+def test_prompt_generation_cache_on_equals_off(tmp_path, task, spec):
+    """retain's generation with a soft prompt (KV cache) equals greedy decoding by full forward passes
+    with no cache at all, token for token, on models whose tokenizer adds a BOS, nothing, or a </s>."""
+    from retain.tokens import prompt_ids
+
+    out = _train(tmp_path, task, spec, "prompt", "--lr", "0.3")
     run = retain.load_run(out)
-    enc = run.tokenizer(["Review: the film was bad\nSentiment:"], return_tensors="pt", add_special_tokens=False)
-    kw = dict(max_new_tokens=12, do_sample=False, pad_token_id=run.tokenizer.pad_token_id)
+    with torch.no_grad():  # a prompt that matters
+        run.prompted.prompt_encoder[run.prompted.active_adapter].embedding.weight.normal_(0, 2.0)
+    text = "Review: the film was bad\nSentiment:"
+    got = run.generate([text], raw=True, max_new_tokens=12, first_line=False)[0]
+    ids = prompt_ids(run.tokenizer, text, is_seq2seq=run.is_seq2seq)
+    core, soft = run.prompted.get_base_model(), run.prompted.get_prompt(1)
+    emb = core.get_input_embeddings()
+    new: list[int] = []
     with torch.no_grad():
-        on = run.prompted.generate(**enc, use_cache=True, **kw)
-        off = run.prompted.generate(**enc, use_cache=False, **kw)
-    assert torch.equal(on, off)
-    assert on.shape[1] > enc["input_ids"].shape[1]
+        for _ in range(12):  # the reference: every step from scratch, soft prompt as embeddings, no cache
+            if run.is_seq2seq:
+                enc = torch.cat([soft, emb(torch.tensor([ids]))], 1)
+                dec = torch.tensor([[core.config.decoder_start_token_id] + new])
+                logits = core(inputs_embeds=enc, decoder_input_ids=dec, use_cache=False).logits[0, -1]
+            else:
+                logits = core(inputs_embeds=torch.cat([soft, emb(torch.tensor([ids + new]))], 1), use_cache=False).logits[0, -1]
+            new.append(int(logits.argmax()))
+            if new[-1] == run.tokenizer.eos_token_id:
+                break
+    want = run.tokenizer.decode(new, skip_special_tokens=True).strip()
+    assert got == want and len(new) > 2
+    if not run.is_seq2seq:  # the exact ids fed: [BOS] where the tokenizer adds one, never twice
+        assert ids[0] == run.tokenizer.bos_token_id if spec == "tiny-random-llama" else ids[0] != run.tokenizer.bos_token_id
 
 
 def test_lora_and_prompt_runs_keep_no_base_copy(tmp_path, task):

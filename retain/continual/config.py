@@ -12,7 +12,7 @@ SWITCH_POOLING = ("mean", "last")
 
 @dataclass
 class ContinualConfig(EngineOptions):
-    model: str = opt("smollm2-135m", "Base model: alias (smollm2-135m, tiny-random-llama, tiny-random-t5), a .gguf file, a local directory or a Hub id.")
+    model: str = opt("smollm2-135m", "Base model: alias (smollm2-135m; tests: tiny-random-llama, tiny-random-qwen, tiny-random-t5), a .gguf file, a local directory or a Hub id.")
     method: str = opt("switchcit", "switchcit: one LoRA adapter per task on the frozen base + a switch that routes each input; sequential: full fine-tuning task after task; sequential-lora: one LoRA adapter trained task after task; replay: sequential with stored examples of earlier tasks mixed in; multitask: all tasks at once (upper bound).", choices=CONTINUAL_METHODS)
     output: str = opt(None, "Directory to create: results (and, for switchcit, the registry). Written to a hidden sibling and renamed when complete.")
     resume_from: str | None = opt(None, "switchcit only: an existing registry to extend with --tasks (old adapters are copied byte for byte). The result replaces it unless --output is given.")

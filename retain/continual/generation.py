@@ -1,16 +1,16 @@
-"""Greedy generation with one adapter per row, in one pass per batch.
+"""Greedy generation with one adapter per row.
 
-PEFT applies each row's LoRA adapter inside the same forward pass
-(``generate(..., adapter_names=[...])``; ``"__base__"`` for no adapter), so a
-batch mixing inputs of different tasks costs one generation call. The batching
-itself is the evaluation engine's (``retain.evaluation.generate_texts``).
+Rows are decoded by the one decoder (``retain.evaluation.decoding``): grouped by
+adapter and token length, each group runs with its own PEFT adapter passed per
+row (``adapter_names``; ``"__base__"`` for no adapter), so a mix of tasks costs
+one call, with the shared prefix cached once per adapter.
 """
 
 from __future__ import annotations
 
 from typing import Sequence
 
-from retain.evaluation.generation import generate_texts
+from retain.evaluation.decoding import generate_texts
 
 BASE = "__base__"
 

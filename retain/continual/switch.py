@@ -2,7 +2,9 @@
 
 Features are hidden states of a feature model (the base model with its adapters
 switched off by default; any model spec otherwise; for encoder-decoder models,
-the encoder's) over the first ``max_length`` tokens of the input, read at the
+the encoder's) over the first ``max_length`` tokens of the input as the model
+sees it (with the tokenizer's special tokens; only the input's own tokens are
+pooled, not a BOS/EOS that every input shares), read at the
 output of block ``layer`` (``"middle"`` by default: the forward stops there, so
 it costs half a forward; ``"last"``: after the final norm, the paper's choice)
 and pooled by their ``mean`` (default) or the ``last`` token's (the paper's).
@@ -25,6 +27,7 @@ import torch
 
 from retain.continual.config import SWITCH_POOLING
 from retain.errors import RetainError
+from retain.tokens import pad_right, prompt_ids, special_affixes, text_ids
 
 SWITCH_WEIGHTS = "switch.safetensors"
 SWITCH_INFO = "switch.json"
@@ -114,27 +117,36 @@ class FeatureModel:
         ctx = model.disable_adapter() if hasattr(model, "disable_adapter") else contextlib.nullcontext()
         was_training = model.training
         model.eval()
-        old_side, self.tokenizer.padding_side = self.tokenizer.padding_side, "right"
-        old_trunc, self.tokenizer.truncation_side = self.tokenizer.truncation_side, "right"  # read the start
         device = next(model.parameters()).device
+        head = len(special_affixes(self.tokenizer)[0])
         out = []
         try:
             with ctx:
                 network = self._network()
                 block = self._block(network)
                 for start in range(0, len(texts), self.batch_size):
-                    enc = self.tokenizer(texts[start:start + self.batch_size], return_tensors="pt", padding=True,
-                                         truncation=True, max_length=self.max_length, add_special_tokens=False)
-                    enc = {k: v.to(device) for k, v in enc.items()}
+                    # the start of each input, as the model sees it (leading special tokens included), whatever
+                    # the tokenizer's truncation side; pooled over the input's own tokens only
+                    rows, spans = [], []
+                    for t in texts[start:start + self.batch_size]:
+                        ids = prompt_ids(self.tokenizer, t, is_seq2seq=self.is_seq2seq)[:self.max_length]
+                        text_end = min(len(ids), head + len(text_ids(self.tokenizer, t)))
+                        rows.append(ids or [self.tokenizer.eos_token_id])
+                        spans.append((head, text_end) if text_end > head else (0, len(rows[-1])))
+                    ids, mask = pad_right(rows, self.tokenizer.pad_token_id)
+                    enc = {"input_ids": ids.to(device), "attention_mask": mask.to(device)}
                     hidden = self._hidden(network, block, enc)
-                    mask = enc["attention_mask"]
+                    pool = torch.zeros_like(mask, dtype=torch.float32)
+                    for r, (a, b) in enumerate(spans):
+                        pool[r, a:b] = 1.0
+                    pool = pool.to(device)
                     if self.pooling == "mean":
-                        pooled = (hidden.float() * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp(min=1)
-                    else:  # right padding: the last real token
-                        pooled = hidden[torch.arange(hidden.shape[0], device=device), mask.sum(1) - 1].float()
+                        pooled = (hidden.float() * pool[..., None]).sum(1) / pool.sum(1, keepdim=True).clamp(min=1)
+                    else:  # the input's last token
+                        last = torch.tensor([b - 1 for _, b in spans], device=device)
+                        pooled = hidden[torch.arange(hidden.shape[0], device=device), last].float()
                     out.append(pooled.cpu())
         finally:
-            self.tokenizer.padding_side, self.tokenizer.truncation_side = old_side, old_trunc
             model.train(was_training)
         return torch.cat(out) if out else torch.zeros(0)
 

@@ -1,6 +1,6 @@
 """The one evaluation engine: batched generation, metrics, task scoring."""
 
-from retain.evaluation.generation import generate_texts
+from retain.evaluation.decoding import generate_texts
 from retain.evaluation.metrics import METRICS, normalize, score
 
 __all__ = ["generate_texts", "score", "normalize", "METRICS"]

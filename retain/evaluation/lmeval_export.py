@@ -11,7 +11,10 @@ For every task, writes into ``out_dir``:
   ``retain_lmeval_utils.py`` with retain's own metric functions (so the
   harness never fetches a metric from the Hub; its ROUGE would).
 
-Log-likelihood tasks are exported as ``multiple_choice`` tasks.
+Log-likelihood tasks are exported as ``multiple_choice`` tasks. Build the
+lm-eval model with ``hflm_kwargs(tokenizer)``: lm-eval then starts every
+request with exactly the special tokens retain uses (a BOS where the
+tokenizer adds one), so both score the same token sequences.
 """
 
 from __future__ import annotations
@@ -21,6 +24,13 @@ from pathlib import Path
 
 from retain.evaluation.harness import max_new_tokens_for
 from retain.evaluation.suite import SEPARATOR, Task
+
+def hflm_kwargs(tokenizer) -> dict:
+    """Keyword arguments for lm-eval's ``HFLM`` that make it add the special tokens retain adds."""
+    from retain.tokens import special_affixes
+
+    return {"add_bos_token": bool(special_affixes(tokenizer)[0])}
+
 
 UTILS = '''"""Scoring for retain's exported tasks: retain's own metrics (offline)."""
 from retain.evaluation.metrics import per_item, score
@@ -38,7 +48,7 @@ def process_item(doc, results):
     metric = doc["_retain_metric"]
     if metric in ("bleu", "chrf"):
         return {"score": (_pred(results), _refs(doc), metric)}
-    return {"score": per_item(metric, [_pred(results)], [_refs(doc)])[0]}
+    return {"score": per_item(metric, [_pred(results)], [_refs(doc)], options=doc.get("_retain_match", ()))[0]}
 
 
 def aggregate(items):
@@ -79,7 +89,7 @@ def export_suite(tasks: list[Task], shots: int, out_dir: Path, *, tokenizer=None
             path = out_dir / f"{name}_{split}.jsonl"
             with open(path, "w", encoding="utf-8") as f:
                 for r in rows:
-                    f.write(json.dumps({**r, "_retain_metric": task.metric}, ensure_ascii=False) + "\n")
+                    f.write(json.dumps({**r, "_retain_metric": task.metric, "_retain_match": list(task.match)}, ensure_ascii=False) + "\n")
             files[split] = str(path.resolve())
         cfg = {
             "task": name,

