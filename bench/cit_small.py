@@ -45,7 +45,7 @@ def main() -> None:
     ap.add_argument("--max-steps", type=int, default=12, help="steps per task (multitask: x5 on the mixture)")
     ap.add_argument("--batch-size", type=int, default=4)
     ap.add_argument("--max-length", type=int, default=128)
-    ap.add_argument("--eval-samples", type=int, default=20)
+    ap.add_argument("--eval-samples", type=int, default=100, help="validation items per task (100: standard errors of a few points)")
     ap.add_argument("--runs", default=str(ROOT / "runs" / "cit_small"))
     ap.add_argument("--docs", default=str(ROOT / "docs" / "results"))
     ap.add_argument("--aggregate-only", action="store_true")
@@ -90,7 +90,9 @@ def aggregate(runs: Path, docs: Path, command: str) -> None:
     if not results:
         sys.exit(f"cit_small: no results under {runs}")
     docs.mkdir(parents=True, exist_ok=True)
-    (docs / "cit_small.json").write_text(json.dumps(results, indent=2))
+    slim = {m: {**r, "details": [{t: ({k: v for k, v in e.items() if k != "units"} if isinstance(e, dict) else e) for t, e in d.items()} for d in r.get("details", [])]}
+            for m, r in results.items()}  # per-item units stay in docs/results/cit_small/METHOD/results.json
+    (docs / "cit_small.json").write_text(json.dumps(slim, indent=2))
     fig, ax = plt.subplots(figsize=(5.5, 3.5))
     for method, res in results.items():
         plot_average_on(ax, res)
@@ -108,18 +110,21 @@ def aggregate(runs: Path, docs: Path, command: str) -> None:
              f"batch {cfg['batch_size']}, max length {cfg['max_length']}, greedy decoding, first {cfg['eval_samples']} "
              "validation items per task. Learning rates: " + ", ".join(f"{m} {r['config']['lr']:g}" for m, r in results.items()) + "."
              + _settings(results), "",
-             "| method | final average | BWT | forgetting | routing accuracy (final) | hgen constraint met (final) | wall time |",
+             "| method | final average ± SE | BWT [95% CI] | forgetting | routing accuracy (final) | hgen constraint met (final) | wall time |",
              "|---|---|---|---|---|---|---|"]
     for method, res in results.items():
         s = res["summary"]
         routing = res.get("routing")
         cons = res.get("constraint", {}).get("hgen")
-        lines.append(f"| {method} | {_f(s['final_average'])} | {_f(s['bwt'])} | {_f(s['forgetting'])} | "
-                     f"{_f(routing[-1]['accuracy']) + '%' if routing else '–'} | {_f(cons[-1]) + '%' if cons else '–'} | "
-                     f"{res['wall_time_s'] / 60:.0f} min |")
-    lines += ["", f"With {cfg['eval_samples']} validation items per task, differences of a few points are within noise; "
-              "SwitchCIT's old-task scores change only where the switch routes an item differently.", "",
-              "![average per stage](cit_small_average.png)", ""]
+        iv = _intervals(res)
+        lines.append(f"| {method} | {_f(s['final_average'])} ± {_f(iv['final_se'])} | {_f(s['bwt'])} {_ci(iv['bwt'])} | "
+                     f"{_f(s['forgetting'])} | {_f(routing[-1]['accuracy']) + '%' if routing else '–'} | "
+                     f"{_f(cons[-1]) + '%' if cons else '–'} | {res['wall_time_s'] / 60:.0f} min |")
+    lines += ["", "SE of the final average: sqrt(sum of the tasks' squared SEs) / 5 (closed form per task). BWT interval: "
+              "paired bootstrap over each task's validation items (the same items after its own stage and after the "
+              "last), 2000 resamples; **bold** where it excludes 0.", ""]
+    lines += _pairwise(results)
+    lines += ["![average per stage](cit_small_average.png)", ""]
     for method, res in results.items():
         lines += [f"## {method}", "", f"![R]({'cit_small/' + method + '/R.png'})", ""]
         lines += ["| after \\ task | " + " | ".join(res["tasks"]) + " |", "|---" * (len(res["tasks"]) + 1) + "|"]
@@ -129,6 +134,52 @@ def aggregate(runs: Path, docs: Path, command: str) -> None:
     lines += ["Reproduce everything:", "", "```", command, "```", ""]
     (docs / "cit_small.md").write_text("\n".join(lines))
     print(f"[cit_small] wrote {docs / 'cit_small.md'}")
+
+
+def _units(res: dict, stage: int, task: str):
+    d = res.get("details", [])
+    return (d[stage].get(task) or {}).get("units") if stage < len(d) else None
+
+
+def _intervals(res: dict) -> dict:
+    """SE of the final average; BWT's paired 95% interval (runs written before units were kept: None)."""
+    from retain.evaluation import stats
+
+    tasks, metrics, T = res["tasks"], res["metrics"], len(res["stages"])
+    final = [res.get("details", [{}])[-1].get(t, {}).get("se") for t in tasks]
+    out = {"final_se": (sum(e * e for e in final) ** 0.5 / len(final)) if all(e is not None for e in final) else None,
+           "bwt": None}
+    if T == len(tasks) and T > 1 and all(_units(res, j, t) for j, t in enumerate(tasks)):
+        a = {t: (m, (), _units(res, j, t)) for j, (t, m) in enumerate(zip(tasks[:-1], metrics))}
+        b = {t: (m, (), _units(res, T - 1, t)) for t, m in zip(tasks[:-1], metrics)}
+        out["bwt"] = stats.paired_norm_avg(a, b)
+    return out
+
+
+def _pairwise(results: dict) -> list[str]:
+    """Final average of every method against every other, paired over the same validation items."""
+    from retain.evaluation import stats
+
+    names = [m for m, r in results.items() if all(_units(r, len(r["stages"]) - 1, t) for t in r["tasks"])]
+    if len(names) < 2:
+        return []
+    lines = ["Final average, method B − method A, paired over the same items (95% bootstrap interval; **bold**: excludes 0):", "",
+             "| B − A | difference [95% CI] |", "|---|---|"]
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            ra, rb = results[a], results[b]
+            ta = {t: (m, (), _units(ra, len(ra["stages"]) - 1, t)) for t, m in zip(ra["tasks"], ra["metrics"])}
+            tb = {t: (m, (), _units(rb, len(rb["stages"]) - 1, t)) for t, m in zip(rb["tasks"], rb["metrics"])}
+            p = stats.paired_norm_avg(ta, tb)
+            lines.append(f"| {b} − {a} | {_ci(p, diff=True)} |")
+    return lines + [""]
+
+
+def _ci(p, diff: bool = False) -> str:
+    if not p:
+        return ""
+    text = (f"{p['diff']:+.2f} " if diff else "") + f"[{p['ci'][0]:+.2f}, {p['ci'][1]:+.2f}]"
+    return f"**{text}**" if p["significant"] else text
 
 
 def _settings(results: dict) -> str:

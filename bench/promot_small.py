@@ -46,7 +46,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=40, help="steps per stage, every method (promot: this many per stage)")
     ap.add_argument("--lr", type=float, default=1e-4, help="model learning rate (full FT, promot stage 2)")
     ap.add_argument("--prompt-lr", type=float, default=3e-2)
-    ap.add_argument("--examples", type=int, default=30, help="test items per suite task")
+    ap.add_argument("--examples", type=int, default=100, help="test items per suite task (100: standard errors of at most 5 points)")
     ap.add_argument("--tuned-examples", type=int, default=100)
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--work", default="/tmp/retain-bench/promot_small")

@@ -195,7 +195,10 @@ def test_compare_writes_table_plots_and_resumes(tmp_path, task):
     assert list(res["methods"]) == ["base", "full", "wise-ft-0.5"]
     md = (out / "results.md").read_text()
     assert "| **Norm. Avg.** |" in md and "(+" in md or "(-" in md
-    assert "format specialization" in md and "| copy |" in md and "| caps |" in md
+    assert "format specialization" in md and "| copy" in md and "| caps" in md
+    assert "±" in md and "Paired differences" in md and "⚠" in md  # standard errors, paired intervals, n < 30 warned
+    assert res["paired"]["1"]["full vs base"]["norm_avg"]["ci"] is not None
+    assert res["decoding"]["strategy"] == "greedy" and res["methods"]["full"]["tasks"]["copy"]["units"]["1"][0]["predictions"]
     assert (out / "tradeoff.png").stat().st_size > 1000 and (out / "tasks.png").stat().st_size > 1000
     full_weights = out / "runs" / "full" / "model" / "model.safetensors"
     stamp = full_weights.stat().st_mtime_ns
@@ -242,3 +245,28 @@ def test_lm_eval_export_reproduces_retain_prompts(tmp_path):
         cfg = yaml.safe_load(text.replace("!function ", ""))
         assert cfg["dataset_path"] == "json" and cfg["fewshot_config"]["sampler"] == "first_n"
         assert cfg["doc_to_text"] == "Input: {{input}}\nOutput:" and cfg["fewshot_delimiter"] == "\n\n"
+
+
+def test_compare_trials_and_seeds_enter_the_intervals(tmp_path, task):
+    """--trials re-draws demonstrations (and test items), --seeds retrains: every draw is kept as a unit and
+    the standard errors and paired intervals come from the hierarchical bootstrap over them."""
+    train, val = task
+    suite = tmp_path / "suite"
+    suite.mkdir()
+    write_jsonl(suite / "copy.jsonl", [{"input": f"w{i}", "output": f"w{i}"} for i in range(40)])
+    out = tmp_path / "cmp"
+    cli("compare", "--model", "tiny-random-llama", "--train", train, "--validation", val, "--suite", suite,
+        "--shots", "1", "--examples", "6", "--max-steps", "2", "--batch-size", "4", "--eval-every", "0",
+        "--save-every", "0", "--methods", "base,full", "--trials", "2", "--seeds", "2", "--output", out)
+    res = json.loads((out / "results.json").read_text())
+    units = res["methods"]["full"]["tasks"]["copy"]["units"]["1"]
+    assert sorted((u["seed"], u["trial"]) for u in units) == [(0, 0), (0, 1), (1, 0), (1, 1)]
+    assert units[0]["inputs"] != [u for u in units if u["trial"] == 1][0]["inputs"]  # test items re-drawn
+    assert [u["trial"] for u in res["methods"]["base"]["tasks"]["copy"]["units"]["1"]] == [0, 1]  # base: no training seeds
+    assert res["methods"]["full"]["tasks"]["copy"]["summary"]["1"]["method"] == "hierarchical bootstrap"
+    assert (out / "runs" / "full@seed1" / "run.json").is_file()
+    seeds = [json.loads((out / "runs" / d / "run.json").read_text())["config"]["seed"] for d in ("full", "full@seed1")]
+    assert seeds == [0, 1]
+    pair = res["paired"]["1"]["full vs base"]["tasks"]["copy"]
+    assert pair["ci"][0] <= pair["diff"] <= pair["ci"][1] and pair["mcnemar_p"] is None  # several draws: no McNemar
+    assert res["trials"] == 2 and res["seeds"] == 2

@@ -29,6 +29,8 @@ def add_parser(sub) -> None:
     p.add_argument("--wise-alphas", default="0.25,0.5,0.75", help="interpolation weights for wise-ft (default: 0.25,0.5,0.75)")
     p.add_argument("--tuned-examples", type=int, default=200, metavar="N", help="validation items scored for the tuned task (default: 200)")
     p.add_argument("--title", default="Comparison", help="title of results.md")
+    p.add_argument("--seeds", type=int, default=1, metavar="S",
+                   help="train every trained method S times (seeds --seed .. --seed+S-1); the intervals include that variance (default: 1)")
     from retain.commands.eval import add_eval_arguments
 
     add_eval_arguments(p, batch=False)
@@ -50,6 +52,8 @@ def run(args) -> None:
         raise RetainError(f"--examples must be positive, got {args.examples}")
     if args.tuned_examples <= 0:
         raise RetainError(f"--tuned-examples must be positive, got {args.tuned_examples}")
+    if args.trials <= 0 or args.seeds <= 0:
+        raise RetainError(f"--trials and --seeds must be positive, got {args.trials} and {args.seeds}")
     file_values = read_config_file(args.config) if args.config else None
     cfg = build(TrainConfig, args, file_values, source=f"--config {args.config}", seed=args.seed)
     for flag in ("train", "validation", "output"):
@@ -60,10 +64,12 @@ def run(args) -> None:
     results = compare(cfg, methods=methods, suite=args.suite, shots=shots, examples=args.examples,
                       tuned_examples=args.tuned_examples, out=Path(cfg.output), seed=args.seed, wise_alphas=alphas,
                       overwrite=bool(cfg.overwrite), batch_size=cfg.eval_batch_size, title=args.title,
-                      log=lambda m: print(m, flush=True))
-    from retain.evaluation.report import comparison_table
+                      log=lambda m: print(m, flush=True), trials=args.trials, seeds=args.seeds)
+    from retain.evaluation.report import comparison_table, paired_table
 
     for k in shots:
         print(f"\n{k}-shot")
         print(comparison_table(results, k))
+        print()
+        print(paired_table(results, k))
     print(f"\n[retain] results in {cfg.output}/results.md, plots {cfg.output}/tradeoff.png, {cfg.output}/tasks.png")

@@ -20,7 +20,8 @@ def add_parser(sub) -> None:
     p.add_argument("--methods", default="base,full,promot", help="methods (default: base,full,promot)")
     p.add_argument("--steps", type=int, default=30, help="optimizer steps per training stage, every method (default: 30)")
     p.add_argument("--lr", type=float, default=1e-4, help="model learning rate (full FT and promot stage 2; default: 1e-4)")
-    p.add_argument("--examples", type=int, default=20, help="test items per suite task (default: 20)")
+    p.add_argument("--examples", type=int, default=100,
+                   help="test items per suite task (default: 100, so that each task's standard error is at most 5 points)")
     p.add_argument("--overwrite", action="store_true", help="start over instead of reusing an earlier demo in --output")
     p.set_defaults(func=run)
 
@@ -33,7 +34,7 @@ def run(args) -> None:
     from retain.errors import RetainError
     from retain.evaluation.builtin import DEMO_TEMPLATE, demo_task
     from retain.evaluation.compare import compare, parse_methods
-    from retain.evaluation.report import comparison_table
+    from retain.evaluation.report import comparison_table, paired_table
 
     if args.steps <= 0 or args.examples <= 0 or args.lr <= 0:
         raise RetainError("--steps, --examples and --lr must be positive")
@@ -60,4 +61,6 @@ def run(args) -> None:
                       tuned_name="demo-sentiment", log=lambda m: print(m, flush=True))
     print()
     print(comparison_table(results, 4))
+    print()
+    print(paired_table(results, 4))
     print(f"\n[demo] done in {time.time() - t0:.0f}s; table {out}/results.md, plots {out}/tradeoff.png and {out}/tasks.png")

@@ -37,6 +37,9 @@ def add_eval_arguments(p, *, batch: bool = True) -> None:
     p.add_argument("--shots", default="4", help="comma-separated shot counts, e.g. 1,4 (default: 4); a YAML task's own 'shots' wins")
     p.add_argument("--examples", type=int, default=None, metavar="N", help="test items per suite task (default: 50, or the YAML's)")
     p.add_argument("--seed", type=int, default=0, help="seed for picking test items and demonstrations (default: 0)")
+    p.add_argument("--trials", type=int, default=1, metavar="K",
+                   help="draws of demonstrations (and of test items, where a task has more rows than it scores), HELM-style; "
+                        "draw t uses seed --seed + t; scores are their mean and the standard error includes their variance (default: 1)")
     if batch:
         p.add_argument("--batch-size", type=int, default=32, metavar="N", help="rows per forward pass (default: 32)")
     p.add_argument("--engine", choices=("fast", "simple"), default="fast",
@@ -62,6 +65,8 @@ def check_common(args) -> tuple[list, list[int]]:
         raise RetainError(f"--examples must be positive, got {args.examples}")
     if args.batch_size <= 0:
         raise RetainError(f"--batch-size must be positive, got {args.batch_size}")
+    if args.trials <= 0:
+        raise RetainError(f"--trials must be positive, got {args.trials}")
     tasks = load_suite(args.suite, examples=args.examples)
     for t in tasks:  # enough rows for the demonstrations, checked now rather than after a model load
         t.demos(args.seed, max(t.shots or shots), max(t.shots or shots))
@@ -138,7 +143,7 @@ def run(args) -> None:
         res = evaluate_all(run_.model_for(suite_prompt), run_.tokenizer, tasks, shots, is_seq2seq=run_.is_seq2seq,
                            tuned_model=run_.model_for(tuned_prompt), tuned=tuned, space=space,
                            suite_prompt=suite_prompt, tuned_prompt=tuned_prompt, seed=args.seed, engine=args.engine,
-                           batch_size=args.batch_size, progress=True)
+                           batch_size=args.batch_size, progress=True, trials=args.trials)
         res["run"] = str(args.run)
         res["method"] = run_.method
     else:
@@ -150,7 +155,7 @@ def run(args) -> None:
 
         loaded = load_model(args.model, trust_remote_code=args.trust_remote_code, allow_pickle=args.allow_pickle)
         res = evaluate_all(loaded.model, loaded.tokenizer, tasks, shots, is_seq2seq=loaded.is_seq2seq, seed=args.seed,
-                           engine=args.engine, batch_size=args.batch_size, progress=True)
+                           engine=args.engine, batch_size=args.batch_size, progress=True, trials=args.trials)
         res["model"] = args.model
     res["suite"] = args.suite
     for k in shots:

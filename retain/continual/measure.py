@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from retain.continual.tasks import Task, constraint_rate
 from retain.data import render
-from retain.evaluation.generation import generate_texts
+from retain.evaluation.decoding import generate_texts
+from retain.evaluation import stats
 from retain.evaluation.metrics import score
 
 
@@ -24,7 +25,11 @@ def eval_items(task: Task, n: int) -> tuple[list[str], list[str], list]:
 
 def task_scores(task: Task, preds: list[str], n: int) -> dict:
     _, _, refs = eval_items(task, n)
-    out = {"score": round(score(task.metric, preds, refs), 4), "metric": task.metric, "n": len(preds),
+    # per-item results, so anyone can recompute: item i is row i of the task's validation file
+    unit = {"seed": 0, "trial": 0, "items": list(range(len(preds))), "predictions": list(preds), "references": refs}
+    summary = stats.summarize(task.metric, [unit])
+    out = {"score": round(score(task.metric, preds, refs), 4), "se": summary["se"], "metric": task.metric, "n": len(preds),
+           "units": [unit],
            "examples": [{"prediction": p, "reference": r if isinstance(r, str) else r[0]} for p, r in zip(preds[:3], refs[:3])]}
     if task.constraint:
         out["constraint"] = round(constraint_rate(preds, task.validation[:n]), 2)

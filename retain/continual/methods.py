@@ -25,6 +25,7 @@ from retain.continual.measure import evaluate_plain, evaluate_routed, summarize
 from retain.continual.tasks import Task, load_task, load_tasks, read_task_config
 from retain.data import TaskFormat, tokenize
 from retain.errors import RetainError
+from retain.evaluation.decoding import DECODING, answer_budget
 from retain.methods import Stage
 
 LORA_METHODS = ("switchcit", "sequential-lora")
@@ -63,8 +64,7 @@ class Context:
 def max_new_tokens(task: Task, tokenizer, cap: int) -> int:
     if task.max_new_tokens:
         return task.max_new_tokens
-    longest = max(len(tokenizer(" " + r["output"], add_special_tokens=False)["input_ids"]) for r in task.train[:200])
-    return min(cap, longest + 4)
+    return answer_budget(tokenizer, [r["output"] for r in task.train[:200]], cap=cap)
 
 
 # ------------------------------------------------------------------ methods
@@ -269,11 +269,14 @@ def _old_task(spec: dict) -> Task:
 def _results(cfg, names, metrics, run, earlier, command, fingerprint) -> dict:
     stages = list(earlier["stages"]) if earlier else []
     R = [row + [None] * (len(names) - len(row)) for row in earlier["R"]] if earlier else []
+    R_se = [row + [None] * (len(names) - len(row)) for row in earlier.get("R_se", [[None] * len(r) for r in earlier["R"]])] \
+        if earlier else []
     details = list(earlier.get("details", [])) if earlier else []
     routing = list(earlier.get("routing") or []) if earlier else []
     for name, ev in zip(run["stages"], run["evals"]):
         stages.append(name)
         R.append([ev[n]["score"] if n in ev else None for n in names])
+        R_se.append([ev[n].get("se") if n in ev else None for n in names])
         details.append(ev)
     routing += run.get("routing", [])
     constraint = {}
@@ -282,7 +285,8 @@ def _results(cfg, names, metrics, run, earlier, command, fingerprint) -> dict:
         if any(v is not None for v in vals):
             constraint[n] = vals
     res = {"method": cfg.method, "model": cfg.model, "base_fingerprint": fingerprint, "tasks": names, "metrics": metrics,
-           "stages": stages, "R": R, "summary": summarize(R), "constraint": constraint, "details": details,
+           "stages": stages, "R": R, "R_se": R_se, "n": {n: run["evals"][-1].get(n, {}).get("n") for n in names} if run["evals"] else {},
+           "decoding": DECODING.record(), "summary": summarize(R), "constraint": constraint, "details": details,
            "config": to_dict(cfg), "command": command}
     if cfg.method == "switchcit":
         res["routing"] = routing

@@ -26,10 +26,13 @@ def markdown(res: dict, *, title: str | None = None) -> str:
               f"{res['config']['max_steps']} steps per task, batch {res['config']['batch_size']}, "
               f"{res['config']['eval_samples']} validation items per task.", ""]
     lines += ["Metrics: " + ", ".join(f"{t} {m}" for t, m in zip(tasks, res["metrics"])) + ".", ""]
-    lines += ["R[i][j]: score on task j (column) after stage i (row).", ""]
+    lines += ["R[i][j]: score on task j (column) after stage i (row), ± its standard error over the validation items "
+              "(closed form for per-item metrics, bootstrap for corpus ones).", ""]
     lines += ["| after \\ task | " + " | ".join(tasks) + " | average |", "|---" * (len(tasks) + 2) + "|"]
-    for name, row, avg in zip(stages, R, s["average_per_stage"]):
-        lines.append(f"| {name} | " + " | ".join(_fmt(x) for x in row) + f" | {_fmt(avg)} |")
+    R_se = res.get("R_se") or [[None] * len(row) for row in R]
+    for name, row, se_row, avg in zip(stages, R, R_se, s["average_per_stage"]):
+        cells = [_fmt(x) + (f" ± {_fmt(e)}" if x is not None and e is not None else "") for x, e in zip(row, se_row)]
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {_fmt(avg)} |")
     lines += ["", f"* final average: **{_fmt(s['final_average'], 2)}**",
               f"* BWT: **{_fmt(s['bwt'], 2)}**" + (" (one stage: not defined)" if s["bwt"] is None else ""),
               f"* forgetting: **{_fmt(s['forgetting'], 2)}**"]

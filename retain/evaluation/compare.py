@@ -34,10 +34,12 @@ import shutil
 from pathlib import Path
 
 from retain.config import METHOD_NAMES
+from retain.evaluation.decoding import DECODING
 from retain.errors import RetainError
 from retain.run import sha256_file
 
 SETTINGS = "compare.json"
+RESULTS_FORMAT = 2  # 2: per-item units, standard errors, paired intervals
 
 
 def parse_methods(text: str) -> list[str]:
@@ -121,8 +123,12 @@ def _prepare_dir(out: Path, settings: dict, overwrite: bool) -> Path:
 
 def compare(cfg, *, methods: list[str], suite: str, shots: list[int], examples: int | None, tuned_examples: int,
             out: Path, seed: int = 0, wise_alphas: list[float] = (0.25, 0.5, 0.75), overwrite: bool = False,
-            batch_size: int = 32, title: str = "Comparison", tuned_name: str | None = None, log=print) -> dict:
-    """Train (cfg: TrainConfig, method/output ignored) and evaluate every method; returns results."""
+            batch_size: int = 32, title: str = "Comparison", tuned_name: str | None = None, log=print,
+            trials: int = 1, seeds: int = 1) -> dict:
+    """Train (cfg: TrainConfig, method/output ignored) and evaluate every method; returns results.
+
+    ``trials``: draws of demonstrations (and test items) per suite task; ``seeds``: trainings of every trained
+    method with seeds ``cfg.seed + s``. Both enter the standard errors and the paired intervals."""
     from retain.data import TaskFormat, check_template, load_jsonl
     from retain.evaluation.harness import TunedSpec, evaluate_all, output_space
     from retain.evaluation.suite import load_suite
@@ -144,7 +150,8 @@ def compare(cfg, *, methods: list[str], suite: str, shots: list[int], examples: 
     space = output_space(train_rows)
     train_opts = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("method", "output", "one_shot", "resume", "overwrite", "train", "validation")}
     settings = {"model": cfg.model, "train_sha256": sha256_file(cfg.train), "validation_sha256": sha256_file(cfg.validation), "suite": suite,
-                "shots": shots, "examples": examples, "tuned_examples": tuned_examples, "seed": seed, "train_options": train_opts}
+                "shots": shots, "examples": examples, "tuned_examples": tuned_examples, "seed": seed, "train_options": train_opts,
+                "trials": trials, "seeds": seeds, "results_format": RESULTS_FORMAT, "decoding": DECODING.record()}
     if suite != "builtin":
         settings["suite_sha256"] = hashlib.sha256(json.dumps([(t.name, t.template, t.metric, t.mode, t.examples) for t in tasks],
                                                              sort_keys=True).encode()).hexdigest()
@@ -163,18 +170,19 @@ def compare(cfg, *, methods: list[str], suite: str, shots: list[int], examples: 
         log(f"[compare] {name}: tuned {res['tuned']['score'] if res.get('tuned') else '-'}, "
             f"Norm. Avg. {res['norm_avg']}, format rate {res['format_rate']}")
 
-    def run_dir(method: str) -> Path:
-        d = staging / "runs" / method
+    def run_dir(method: str, s: int = 0) -> Path:
+        label = seeded(method, s)
+        d = staging / "runs" / label
         if (d / "run.json").is_file():
-            log(f"[compare] {method}: already trained, reusing {d}")
+            log(f"[compare] {label}: already trained, reusing {d}")
             return d
         from retain.train import train
 
         one_shot = method.endswith("-1shot")
         name = method[:-6] if one_shot else method
-        c = dataclasses.replace(cfg, method=name, one_shot=one_shot, output=str(d), overwrite=False,
-                                resume=(staging / "runs" / f".{method}.partial").is_dir())
-        log(f"[compare] training {method}")
+        c = dataclasses.replace(cfg, method=name, one_shot=one_shot, output=str(d), overwrite=False, seed=cfg.seed + s,
+                                resume=(staging / "runs" / f".{label}.partial").is_dir())
+        log(f"[compare] training {label}")
         return train(c, progress=lambda m: log(m))
 
     base_loaded = None
@@ -194,42 +202,49 @@ def compare(cfg, *, methods: list[str], suite: str, shots: list[int], examples: 
             order += [f"wise-ft-{a:g}" for a in wise_alphas]
         else:
             order.append(method)
+    common = dict(seed=seed, batch_size=batch_size, progress=True, space=space, trials=trials)
     for name in order:
-        prev = evaluated(name)
-        if prev is not None:
-            log(f"[compare] {name}: already evaluated")
-            evals[name] = prev
-            continue
-        common = dict(seed=seed, batch_size=batch_size, progress=True, space=space)
-        if name == "base":
-            b = base()
-            tuned = TunedSpec(tuned_name, val_rows[:tuned_examples], plain_fmt(b.is_seq2seq), metric, _max_new(b.tokenizer, train_rows, cfg))
-            save(name, evaluate_all(b.model, b.tokenizer, tasks, shots, is_seq2seq=b.is_seq2seq, tuned=tuned, **common))
-        elif name.startswith("wise-ft-"):
-            alpha = float(name[len("wise-ft-"):])
-            from retain.run import load_run
+        for s in range(1 if name == "base" else seeds):
+            label = seeded(name, s)
+            prev = evaluated(label)
+            if prev is not None:
+                log(f"[compare] {label}: already evaluated")
+                evals[label] = prev
+                continue
+            if name == "base":
+                b = base()
+                tuned = TunedSpec(tuned_name, val_rows[:tuned_examples], plain_fmt(b.is_seq2seq), metric, _max_new(b.tokenizer, train_rows, cfg))
+                save(label, evaluate_all(b.model, b.tokenizer, tasks, shots, is_seq2seq=b.is_seq2seq, tuned=tuned, **common))
+            elif name.startswith("wise-ft-"):
+                alpha = float(name[len("wise-ft-"):])
+                from retain.run import load_run
 
-            ft = load_run(run_dir("full"))
-            b = base()
-            model = interpolate(b.model, ft.model, alpha)
-            tuned = TunedSpec(tuned_name, val_rows[:tuned_examples], plain_fmt(b.is_seq2seq), metric, ft.info.get("max_new_tokens", 32))
-            save(name, evaluate_all(model, b.tokenizer, tasks, shots, is_seq2seq=b.is_seq2seq, tuned=tuned, **common))
-            del model, ft
-        else:
-            from retain.run import load_run
+                ft = load_run(run_dir("full", s))
+                b = base()
+                model = interpolate(b.model, ft.model, alpha)
+                tuned = TunedSpec(tuned_name, val_rows[:tuned_examples], plain_fmt(b.is_seq2seq), metric, ft.info.get("max_new_tokens", 32))
+                save(label, evaluate_all(model, b.tokenizer, tasks, shots, is_seq2seq=b.is_seq2seq, tuned=tuned, train_seed=s, **common))
+                del model, ft
+            else:
+                from retain.run import load_run
 
-            r = load_run(run_dir(name))
-            tuned = TunedSpec(tuned_name, val_rows[:tuned_examples], r.format, r.info.get("metric", metric), r.info.get("max_new_tokens", 32))
-            save(name, evaluate_all(r.model, r.tokenizer, tasks, shots, is_seq2seq=r.is_seq2seq, tuned_model=r.model_for(True),
-                                    tuned=tuned, tuned_prompt=r.has_prompt, **common))
-            del r
+                r = load_run(run_dir(name, s))
+                tuned = TunedSpec(tuned_name, val_rows[:tuned_examples], r.format, r.info.get("metric", metric), r.info.get("max_new_tokens", 32))
+                save(label, evaluate_all(r.model, r.tokenizer, tasks, shots, is_seq2seq=r.is_seq2seq, tuned_model=r.model_for(True),
+                                         tuned=tuned, tuned_prompt=r.has_prompt, train_seed=s, **common))
+                del r
     results = {"title": title, "shots": shots, "tuned_task": tuned_name, "metric": metric,
                "output_space": space.describe() if space else None,
                "setup": {"model": cfg.model, "train": cfg.train, "validation": cfg.validation, "suite": suite,
                          "shots": ",".join(map(str, shots)), "suite items per task": examples or "suite default",
                          "tuned-task items": min(tuned_examples, len(val_rows)), "steps (single-stage)": cfg.max_steps,
                          "promot steps": f"{cfg.stage1_steps} + {cfg.stage2_steps}", "seed": seed},
-               "methods": {name: evals[name] for name in order}}
+               "decoding": DECODING.record(), "trials": trials, "seeds": seeds,
+               "methods": {name: merge_seeds([evals[seeded(name, s)] for s in range(1 if name == "base" else seeds)])
+                           for name in order}}
+    from retain.evaluation.stats import compare_methods
+
+    results["paired"] = compare_methods(results)
     write_outputs(results, staging, title)
     from retain.run import commit
 
@@ -237,6 +252,38 @@ def compare(cfg, *, methods: list[str], suite: str, shots: list[int], examples: 
         shutil.rmtree(p, ignore_errors=True)
     commit(staging, out)
     return results
+
+
+def seeded(method: str, s: int) -> str:
+    """The name of a method's run/eval for training seed index ``s`` (0: the method's own name)."""
+    return method if s == 0 else f"{method}@seed{s}"
+
+
+def merge_seeds(evals: list[dict]) -> dict:
+    """One method's evaluation over its training seeds: units of every seed together, scores as their mean."""
+    if len(evals) == 1:
+        return evals[0]
+    import copy
+
+    from retain.evaluation.stats import attach_summaries
+
+    out = copy.deepcopy(evals[0])
+    for other in evals[1:]:
+        for name, rec in out["tasks"].items():
+            for k, units in rec.get("units", {}).items():
+                units += other["tasks"][name]["units"][k]
+        if out.get("tuned") and other.get("tuned"):
+            out["tuned"]["units"] += other["tuned"]["units"]
+    for name, rec in out["tasks"].items():
+        for k in rec["scores"]:
+            rec["scores"][k] = round(sum(e["tasks"][name]["scores"][k] for e in evals) / len(evals), 4)
+    for k in out["norm_avg"]:
+        vals = [e["norm_avg"][k] for e in evals if e["norm_avg"].get(k) is not None]
+        out["norm_avg"][k] = round(sum(vals) / len(vals), 4) if vals else None
+    if out.get("tuned"):
+        out["tuned"]["score"] = round(sum(e["tuned"]["score"] for e in evals) / len(evals), 4)
+    out["seeds"] = len(evals)
+    return attach_summaries(out)
 
 
 def write_outputs(results: dict, root: Path, title: str) -> None:
@@ -248,9 +295,9 @@ def write_outputs(results: dict, root: Path, title: str) -> None:
 
 
 def _max_new(tokenizer, rows, cfg) -> int:
-    if cfg.max_new_tokens:
-        return cfg.max_new_tokens
-    return max(len(tokenizer(" " + r["output"], add_special_tokens=False)["input_ids"]) for r in rows[:2000]) + 4
+    from retain.evaluation.decoding import answer_budget
+
+    return cfg.max_new_tokens or answer_budget(tokenizer, [r["output"] for r in rows])
 
 
 def interpolate(base_model, tuned_model, alpha: float):
@@ -261,8 +308,10 @@ def interpolate(base_model, tuned_model, alpha: float):
 
     tuned_state = tuned_model.state_dict()
     model = copy.deepcopy(base_model)
+    done: set[int] = set()  # tied weights (embeddings = LM head) are one tensor under two names: move it once
     with torch.no_grad():
         for name, p in model.state_dict().items():
-            if name in tuned_state and p.dtype.is_floating_point:
+            if name in tuned_state and p.dtype.is_floating_point and p.data_ptr() not in done:
+                done.add(p.data_ptr())
                 p.copy_((1.0 - alpha) * p + alpha * tuned_state[name].to(p.dtype))
     return model.eval()

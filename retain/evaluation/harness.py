@@ -31,7 +31,8 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
-from retain.evaluation import icl
+from retain.evaluation import icl, stats
+from retain.evaluation.decoding import DECODING, answer_budget
 from retain.evaluation.metrics import normalize, score
 from retain.evaluation.suite import Task
 
@@ -89,8 +90,7 @@ def format_counts(space: OutputSpace | None, predictions: list[str], references)
 def max_new_tokens_for(task: Task, tokenizer) -> int:
     if task.max_new_tokens:
         return task.max_new_tokens
-    longest = max(len(tokenizer(e["output"], add_special_tokens=False)["input_ids"]) for e in task.examples[:2000])
-    return min(longest + 4, 128)
+    return answer_budget(tokenizer, [e["output"] for e in task.examples], cap=128)
 
 
 def evaluate_task(model, tokenizer, task: Task, k: int, *, seed: int = 0, max_shots: int | None = None,
@@ -118,7 +118,7 @@ def evaluate_task(model, tokenizer, task: Task, k: int, *, seed: int = 0, max_sh
         else:
             preds = icl.generate_simple(model, tokenizer, [prefix + s for s in suffixes], is_seq2seq=is_seq2seq,
                                         max_new_tokens=mnt, progress=progress, desc=desc)
-    return {"score": round(score(task.metric, preds, refs), 4), "inputs": [x["input"] for x in test],
+    return {"score": round(score(task.metric, preds, refs, options=task.match), 4), "inputs": [x["input"] for x in test],
             "predictions": preds, "references": refs, "demos": [d["input"] for d in demos]}
 
 
@@ -136,34 +136,49 @@ def evaluate_tuned(model, tokenizer, examples: list[dict], fmt, metric: str, *, 
     else:
         preds = icl.generate_simple(model, tokenizer, [prefix + s for s in suffixes], is_seq2seq=is_seq2seq,
                                     max_new_tokens=max_new_tokens, progress=progress, desc="tuned task")
-    return {"score": round(score(metric, preds, refs), 4), "predictions": preds, "references": refs, "n": len(examples)}
+    return {"score": round(score(metric, preds, refs), 4), "predictions": preds, "references": refs, "n": len(examples),
+            "inputs": [e["input"] for e in examples]}
 
 
 def evaluate_suite(model, tokenizer, tasks: list[Task], shots: list[int], *, seed: int = 0, is_seq2seq: bool = False,
                    space: OutputSpace | None = None, engine: str = "fast", batch_size: int = 32, progress: bool = False,
-                   prompted: bool = False, keep: int = 5) -> dict:
-    """Every task at every shot count; Norm. Avg. and format rate per shot count."""
+                   prompted: bool = False, keep: int = 5, trials: int = 1, train_seed: int = 0) -> dict:
+    """Every task at every shot count, ``trials`` draws of demonstrations (and test items where the pool
+    allows; draw t uses seed ``seed + t``); per-item results kept as units, scores with their standard error
+    (``retain.evaluation.stats``); Norm. Avg. and format rate per shot count."""
     t0 = time.time()
-    out = {"shots": list(shots), "seed": seed, "tasks": {}, "norm_avg": {}, "format_rate": {}}
+    out = {"shots": list(shots), "seed": seed, "trials": trials, "decoding": DECODING.record(), "tasks": {},
+           "norm_avg": {}, "format_rate": {}}
     pooled = {str(k): [0, 0] for k in shots}
     for task in tasks:
         task_shots = task.shots or shots
-        rec = {"metric": task.metric, "mode": task.mode, "n": 0, "prompt": prompted, "scores": {}, "format_rate": {}, "examples": {}}
+        rec = {"metric": task.metric, "match": list(task.match), "mode": task.mode, "n": 0, "prompt": prompted,
+               "max_new_tokens": max_new_tokens_for(task, tokenizer) if task.mode == "generate" else None,
+               "scores": {}, "format_rate": {}, "examples": {}, "units": {}}
         for k in task_shots:
-            r = evaluate_task(model, tokenizer, task, k, seed=seed, max_shots=max(task_shots), is_seq2seq=is_seq2seq,
-                              engine=engine, batch_size=batch_size, progress=progress)
-            rec["n"] = len(r["predictions"])
-            rec["scores"][str(k)] = r["score"]
+            units, hits, counted = [], 0, 0
+            for t in range(trials):
+                r = evaluate_task(model, tokenizer, task, k, seed=seed + t, max_shots=max(task_shots), is_seq2seq=is_seq2seq,
+                                  engine=engine, batch_size=batch_size, progress=progress)
+                units.append({"seed": train_seed, "trial": t, "inputs": r["inputs"], "predictions": r["predictions"],
+                              "references": r["references"], "demos": r["demos"]})
+                if task.mode == "generate" and space is not None:
+                    h, c = format_counts(space, r["predictions"], r["references"])
+                    hits, counted = hits + h, counted + c
+                if t == 0:
+                    rec["examples"][str(k)] = [{"input": i, "prediction": p, "reference": ref} for i, p, ref
+                                               in list(zip(r["inputs"], r["predictions"], r["references"]))[:keep]]
+            rec["n"] = len(units[0]["predictions"])
+            rec["units"][str(k)] = units
+            rec["scores"][str(k)] = round(sum(score(task.metric, u["predictions"], u["references"], options=task.match)
+                                              for u in units) / len(units), 4)
             if task.mode == "generate" and space is not None:
-                hits, counted = format_counts(space, r["predictions"], r["references"])
                 rec["format_rate"][str(k)] = round(100.0 * hits / counted, 2) if counted else None
                 if str(k) in pooled:
                     pooled[str(k)][0] += hits
                     pooled[str(k)][1] += counted
             else:
                 rec["format_rate"][str(k)] = None
-            rec["examples"][str(k)] = [{"input": i, "prediction": p, "reference": ref}
-                                       for i, p, ref in list(zip(r["inputs"], r["predictions"], r["references"]))[:keep]]
         out["tasks"][task.name] = rec
     for k in shots:
         vals = [rec["scores"][str(k)] for rec in out["tasks"].values() if str(k) in rec["scores"]]
@@ -179,36 +194,59 @@ def _fmt(v, digits: int = 2) -> str:
     return "-" if v is None else f"{v:.{digits}f}"
 
 
+def _pm(summary: dict | None, fallback) -> str:
+    if not summary or summary.get("score") is None:
+        return _fmt(fallback)
+    return f"{summary['score']:.2f} ± {summary['se']:.2f}" if summary.get("se") is not None else _fmt(summary["score"])
+
+
+def _n_cell(n) -> str:
+    return f"{n}{' ' + stats.WARN if n and n < stats.SMALL_N else ''}"
+
+
 def suite_table(results: dict, k: int) -> str:
-    """Markdown table of one model's results at k shots."""
+    """Markdown table of one model's results at k shots: score ± standard error, n items."""
     key = str(k)
-    lines = ["| task | metric | score | format rate |", "|---|---|---:|---:|"]
+    lines = ["| task | metric | n | score ± SE | format rate |", "|---|---|---:|---:|---:|"]
     tuned = results.get("tuned")
+    small = False
     if tuned:
-        lines.append(f"| **{tuned['name']}** (tuned{', prompt' if tuned.get('prompt') else ''}) | {tuned['metric']} | {_fmt(tuned['score'])} | |")
+        small |= tuned["n"] < stats.SMALL_N
+        lines.append(f"| **{tuned['name']}** (tuned{', prompt' if tuned.get('prompt') else ''}) | {tuned['metric']} | "
+                     f"{_n_cell(tuned['n'])} | {_pm(tuned.get('summary'), tuned['score'])} | |")
     for name, rec in results["tasks"].items():
         if key in rec["scores"]:
-            lines.append(f"| {name} | {rec['metric']} | {_fmt(rec['scores'][key])} | {_fmt(rec['format_rate'].get(key))} |")
-    lines.append(f"| **Norm. Avg.** | | **{_fmt(results['norm_avg'].get(key))}** | {_fmt(results['format_rate'].get(key))} |")
+            metric = rec["metric"] + (f" ({', '.join(rec['match'])})" if rec.get("match") else "")
+            small |= rec["n"] < stats.SMALL_N
+            lines.append(f"| {name} | {metric} | {_n_cell(rec['n'])} | {_pm(rec.get('summary', {}).get(key), rec['scores'][key])} | "
+                         f"{_fmt(rec['format_rate'].get(key))} |")
+    na = results.get("norm_avg_summary", {}).get(key)
+    lines.append(f"| **Norm. Avg.** | | | **{_pm(na, results['norm_avg'].get(key))}** | {_fmt(results['format_rate'].get(key))} |")
+    if small:
+        lines.append(f"\n{stats.WARN} fewer than {stats.SMALL_N} items: the score and its standard error are unreliable.")
     return "\n".join(lines)
 
 
 def evaluate_all(suite_model, tokenizer, tasks: list[Task], shots: list[int], *, is_seq2seq: bool = False,
                  tuned_model=None, tuned: "TunedSpec | None" = None, space: OutputSpace | None = None,
                  suite_prompt: bool = False, tuned_prompt: bool = False, seed: int = 0, engine: str = "fast",
-                 batch_size: int = 32, progress: bool = False) -> dict:
-    """The suite (k-shot, with ``suite_model``) and the tuned task (with ``tuned_model``)."""
+                 batch_size: int = 32, progress: bool = False, trials: int = 1, train_seed: int = 0) -> dict:
+    """The suite (k-shot, with ``suite_model``) and the tuned task (with ``tuned_model``), with standard errors."""
     res = evaluate_suite(suite_model, tokenizer, tasks, shots, seed=seed, is_seq2seq=is_seq2seq, space=space,
-                         engine=engine, batch_size=batch_size, progress=progress, prompted=suite_prompt)
+                         engine=engine, batch_size=batch_size, progress=progress, prompted=suite_prompt, trials=trials,
+                         train_seed=train_seed)
     res["tuned"] = None
     if tuned is not None and tuned.examples:
         r = evaluate_tuned(tuned_model if tuned_model is not None else suite_model, tokenizer, tuned.examples, tuned.format,
                            tuned.metric, is_seq2seq=is_seq2seq, max_new_tokens=tuned.max_new_tokens, engine=engine,
                            batch_size=batch_size, progress=progress)
-        res["tuned"] = {"name": tuned.name, "metric": tuned.metric, "score": r["score"], "n": r["n"], "prompt": tuned_prompt,
+        res["tuned"] = {"name": tuned.name, "metric": tuned.metric, "match": [], "score": r["score"], "n": r["n"],
+                        "prompt": tuned_prompt, "max_new_tokens": tuned.max_new_tokens,
+                        "units": [{"seed": train_seed, "trial": 0, "inputs": r["inputs"], "predictions": r["predictions"],
+                                   "references": r["references"]}],
                         "examples": [{"prediction": p, "reference": ref} for p, ref in list(zip(r["predictions"], r["references"]))[:5]]}
     res["output_space"] = space.describe() if space is not None else None
-    return res
+    return stats.attach_summaries(res)
 
 
 @dataclass

@@ -15,11 +15,22 @@ A suite is one of
           data: capitals.jsonl # relative to the YAML file
           template: "Q: What is the capital of {input}?\\nA:"
           metric: exact_match  # accuracy exact_match bleu chrf rouge1 rouge2 rougeL (default: auto)
+          match: [ignore_case] # optional leniency for accuracy/exact_match (default: strict)
           mode: generate       # or loglik (needs choices)
           choices: [yes, no]   # optional, for loglik; else each row's "choices"
           shots: [1, 4]
           examples: 50
           max_new_tokens: 16
+
+``match`` (a list of names, or one name): the lenient options of
+``accuracy``/``exact_match`` (``retain.evaluation.metrics.LENIENCY``):
+``ignore_case``, ``ignore_punctuation``, ``ignore_articles`` (English a/an/the),
+``ignore_whitespace`` (fold internal runs of white space). Without it answers
+are compared strictly (surrounding white space trimmed only). Set only what the
+task's answer format allows: not ``ignore_case`` where case is the task, not
+``ignore_articles`` where ``A`` can be an answer, not ``ignore_punctuation``
+where a sign or an apostrophe is part of it. It is refused with an explicit
+``bleu``/``chrf``/``rouge`` metric (they do not use it); folder suites use none.
 
 k-shot prompts (fixed seed): the task's rows are shuffled with a generator
 seeded by (seed, task name); the first 8 rows with distinct inputs (more if
@@ -38,7 +49,7 @@ from pathlib import Path
 
 from retain.data import check_template, load_jsonl, render, target_text
 from retain.errors import RetainError, where
-from retain.evaluation.metrics import METRICS
+from retain.evaluation.metrics import LENIENCY, MATCH_METRICS, METRICS, check_options
 
 DEFAULT_TEMPLATE = "Input: {input}\nOutput:"
 SEPARATOR = "\n\n"
@@ -58,10 +69,12 @@ class Task:
     choices: list[str] | None = None
     max_new_tokens: int | None = None
     source: str = ""
+    match: tuple[str, ...] = ()  # leniency of accuracy/exact_match (metrics.LENIENCY); () = strict
 
     def __post_init__(self):
         if self.metric == "auto":
             self.metric = auto_metric(self.examples)
+        self.match = check_options(self.match)  # ValueError for a name not in LENIENCY
 
     # --------------------------------------------------------------- split
     def split(self, seed: int, max_shots: int) -> tuple[list[dict], list[dict]]:
@@ -122,8 +135,8 @@ def load_suite(spec: str, *, examples: int | None = None, flag: str = "--suite")
     if spec == "builtin":
         from retain.evaluation.builtin import TASKS, builtin_examples
 
-        return [Task(name, builtin_examples(name), template=t[1], metric=t[2], n=examples or 50, source=f"builtin:{name}")
-                for name, t in TASKS.items()]
+        return [Task(name, builtin_examples(name), template=t[1], metric=t[2], n=examples or 50, source=f"builtin:{name}",
+                     match=t[4]) for name, t in TASKS.items()]
     path = Path(spec)
     if not path.exists():
         raise RetainError(f"{flag}: no such file or folder: {spec} (give 'builtin', a folder of .jsonl task files or a .yaml suite)")
@@ -139,7 +152,7 @@ def load_suite(spec: str, *, examples: int | None = None, flag: str = "--suite")
     raise RetainError(f"{flag}: {path} is neither a folder, a .jsonl task nor a .yaml suite")
 
 
-_TASK_KEYS = {"name", "data", "template", "metric", "mode", "choices", "shots", "examples", "max_new_tokens"}
+_TASK_KEYS = {"name", "data", "template", "metric", "mode", "choices", "shots", "examples", "max_new_tokens", "match"}
 
 
 def _load_yaml(path: Path, examples: int | None, flag: str) -> list[Task]:
@@ -185,6 +198,15 @@ def _load_yaml(path: Path, examples: int | None, flag: str) -> list[Task]:
         metric = entry.get("metric", "auto")
         if metric != "auto" and metric not in METRICS:
             raise RetainError(f"{loc('metric')}: unknown metric '{metric}' (choose from auto, {', '.join(METRICS)})")
+        match = entry.get("match")
+        match = [] if match is None else [match] if isinstance(match, str) else match
+        if not isinstance(match, list) or not all(isinstance(m, str) for m in match):
+            raise RetainError(f"{loc('match')} must be an option name or a list of them ({', '.join(LENIENCY)})")
+        bad = [m for m in match if m not in LENIENCY]
+        if bad:
+            raise RetainError(f"{loc('match')}: unknown option '{bad[0]}' (choose from {', '.join(LENIENCY)})")
+        if match and metric != "auto" and metric not in MATCH_METRICS:
+            raise RetainError(f"{loc('match')}: applies to {' and '.join(MATCH_METRICS)} only, not to metric '{metric}'")
         mode = entry.get("mode", "generate")
         if mode not in MODES:
             raise RetainError(f"{loc('mode')}: unknown mode '{mode}' (choose from {', '.join(MODES)})")
@@ -207,7 +229,7 @@ def _load_yaml(path: Path, examples: int | None, flag: str) -> list[Task]:
         if mode == "loglik" and choices is None and not all(isinstance(r.get("choices"), list) for r in rows):
             raise RetainError(f"{loc('mode')}: loglik needs 'choices' on the task or a 'choices' list on every row of {data}")
         tasks.append(Task(name, rows, template=template, metric=metric, mode=mode, shots=shots, n=n,
-                          choices=choices, max_new_tokens=mnt, source=str(path)))
+                          choices=choices, max_new_tokens=mnt, source=str(path), match=tuple(match)))
     return tasks
 
 
