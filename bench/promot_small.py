@@ -56,7 +56,7 @@ def main() -> None:
     from retain.cli import _quiet_libraries
     from retain.config import TrainConfig
     from retain.evaluation.compare import compare, parse_methods
-    from retain.evaluation.report import comparison_table
+    from retain.evaluation.report import comparison_table, paired_table
 
     _quiet_libraries()
     methods = parse_methods(args.methods)
@@ -82,7 +82,7 @@ def main() -> None:
         shutil.copyfile(out / "results.md", results_dir / f"promot_small_{name}.md")
         shutil.copyfile(out / "tradeoff.png", results_dir / f"promot_small_{name}_tradeoff.png")
         shutil.copyfile(out / "tasks.png", results_dir / f"promot_small_{name}_tasks.png")
-        table = comparison_table(res, 4)
+        table = comparison_table(res, 4) + "\n\n" + paired_table(res, 4)
         print(table, flush=True)
         tables.append((name, table, wall, res))
         lines = [f"# ProMoT at small scale ({args.model}, CPU)", "",
@@ -94,11 +94,23 @@ def main() -> None:
                  f"Evaluation: 4-shot, {args.examples} items per suite task, first {args.tuned_examples} validation items "
                  "for the tuned task (0-shot in its own format; ProMoT with its prompt). Suite: bench/icl_suite.yaml.", ""]
         for name, table, wall, res in tables:
-            lines += [f"## Fine-tuned on {name} ({wall / 60:.1f} min wall, shared 2-core machine)", "", table, "",
+            lines += [f"## Fine-tuned on {name} ({wall / 60:.1f} min wall, 2-core machine)", "", table, "", _claim(res), "",
                       f"Plots: `promot_small_{name}_tradeoff.png`, `promot_small_{name}_tasks.png`. "
                       f"Output space for format specialization: {res.get('output_space')}.", ""]
         (results_dir / "promot_small.md").write_text("\n".join(lines))  # after every experiment
     print(f"wrote {results_dir / 'promot_small.md'}")
+
+
+def _claim(res: dict) -> str:
+    """Does ProMoT keep Norm. Avg. better than full FT here, at 95%?"""
+    p = (res.get("paired") or {}).get("4", {}).get("promot vs full", {}).get("norm_avg")
+    if not p:
+        return ""
+    lo, hi = p["ci"]
+    verdict = ("holds at 95% (the interval excludes 0)" if lo > 0 else
+               "is reversed at 95%" if hi < 0 else "does not hold at 95% (the interval includes 0)")
+    return (f"Claim 'ProMoT keeps Norm. Avg. better than full FT': promot − full = {p['diff']:+.2f} "
+            f"[{lo:+.2f}, {hi:+.2f}] (95% paired bootstrap over items): {verdict}.")
 
 
 if __name__ == "__main__":
