@@ -72,20 +72,6 @@ def truncate_left(ids: list[int], keep: int, head: int) -> list[int]:
     return ids[:head] + ids[len(ids) - (keep - head):] if keep > head else ids[:keep]
 
 
-def pad_left(rows: list[list[int]], pad_id: int):
-    """A left-padded batch: (input_ids, attention_mask) tensors."""
-    import torch
-
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, r in enumerate(rows):
-        if r:
-            ids[i, width - len(r):] = torch.tensor(r)
-            mask[i, width - len(r):] = 1
-    return ids, mask
-
-
 def pad_right(rows: list[list[int]], pad_id: int):
     """A right-padded batch: (input_ids, attention_mask) tensors."""
     import torch

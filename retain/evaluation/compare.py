@@ -238,7 +238,8 @@ def compare(cfg, *, methods: list[str], suite: str, shots: list[int], examples: 
                "setup": {"model": cfg.model, "train": cfg.train, "validation": cfg.validation, "suite": suite,
                          "shots": ",".join(map(str, shots)), "suite items per task": examples or "suite default",
                          "tuned-task items": min(tuned_examples, len(val_rows)), "steps (single-stage)": cfg.max_steps,
-                         "promot steps": f"{cfg.stage1_steps} + {cfg.stage2_steps}", "seed": seed},
+                         "promot steps": f"{cfg.stage1_steps} + {cfg.stage2_steps}", "seed": seed,
+                         "draws": f"{trials} demonstration draw(s) x {seeds} training seed(s)", "decoding": "greedy, first line"},
                "decoding": DECODING.record(), "trials": trials, "seeds": seeds,
                "methods": {name: merge_seeds([evals[seeded(name, s)] for s in range(1 if name == "base" else seeds)])
                            for name in order}}
