@@ -37,7 +37,8 @@ class Fed:
 @pytest.mark.parametrize("spec", list(BOS))
 def test_every_path_feeds_exactly_the_tokenizers_special_tokens(spec):
     m = load_model(spec)
-    tok, bos = m.tokenizer, tok_bos(m)
+    tok = m.tokenizer
+    bos = tok.bos_token_id
     assert special_affixes(tok)[0] == ([tok.bos_token_id] if BOS[spec] else [])
     text = "Word: stone\nUpper:"
     # training rows: BOS once at the very start, kept when the prompt is cut from the left
@@ -66,10 +67,6 @@ def test_every_path_feeds_exactly_the_tokenizers_special_tokens(spec):
     with Fed(m.model) as fed:
         icl.loglik_simple(m.model, tok, [text], [["A", "B"]])
     assert all((r[0] == bos) == BOS[spec] for r in fed.rows)
-
-
-def tok_bos(m):
-    return m.tokenizer.bos_token_id
 
 
 @pytest.mark.parametrize("spec", list(BOS))
@@ -169,3 +166,12 @@ def test_the_lock_pins_every_dependency_and_the_setup_uses_it():
     assert lock["torch"] == "2.13.0"
     make = (ROOT / "Makefile").read_text()
     assert "-c $(LOCK)" in make and "venv" in make and "test-latest:" in make
+
+
+@pytest.mark.parametrize("spec", list(BOS))
+def test_lm_eval_export_adds_the_same_special_tokens(spec):
+    """lm-evaluation-harness's HFLM gets add_bos_token exactly when the tokenizer adds a BOS, so it scores the
+    same token sequences as retain (the export writes text; HFLM tokenizes it)."""
+    from retain.evaluation.lmeval_export import hflm_kwargs
+
+    assert hflm_kwargs(load_model(spec).tokenizer) == {"add_bos_token": BOS[spec]}
