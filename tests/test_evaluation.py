@@ -109,6 +109,9 @@ def test_shared_prefix_is_found_on_tokens_and_run_once():
     loaded = load_model("tiny-random-llama")
     demos = "Word: apple\nUpper: APPLE\n\nWord: river\nUpper: RIVER\n\n"
     queries = [f"Word: {w}\nUpper:" for w in ("stone", "cloud", "tiger", "piano")]
+    from retain.evaluation.decoding import padding_is_exact
+
+    padding_is_exact(loaded.model)  # the once-per-model check runs before the hook counts
     ran = []
     hook = loaded.model.get_input_embeddings().register_forward_hook(lambda m, a, out: ran.append(a[0].numel()))
     try:

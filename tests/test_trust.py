@@ -10,7 +10,7 @@ import torch
 
 from retain.data import TaskFormat, tokenize
 from retain.evaluation import icl
-from retain.evaluation.decoding import DECODING, generate_simple, generate_texts
+from retain.evaluation.decoding import DECODING, generate_simple, generate_texts, padding_is_exact
 from retain.models import load_model
 from retain.tokens import prompt_ids, special_affixes
 from tests.conftest import cli
@@ -39,6 +39,7 @@ def test_every_path_feeds_exactly_the_tokenizers_special_tokens(spec):
     m = load_model(spec)
     tok = m.tokenizer
     bos = tok.bos_token_id
+    assert padding_is_exact(m.model)  # checked once per model (its probe ids are not part of what follows)
     assert special_affixes(tok)[0] == ([tok.bos_token_id] if BOS[spec] else [])
     text = "Word: stone\nUpper:"
     # training rows: BOS once at the very start, kept when the prompt is cut from the left
@@ -175,3 +176,28 @@ def test_lm_eval_export_adds_the_same_special_tokens(spec):
     from retain.evaluation.lmeval_export import hflm_kwargs
 
     assert hflm_kwargs(load_model(spec).tokenizer) == {"add_bos_token": BOS[spec]}
+
+
+@pytest.mark.parametrize("spec", list(BOS))
+def test_rows_of_different_lengths_are_padded_between_cache_and_query(spec):
+    """Batches mix lengths (padding after the cached prefix, masked, positions skipping it) where the model's
+    check says that is exact; the answers equal the equal-length-only path and one-at-a-time generate."""
+    from retain.evaluation import decoding
+
+    m = load_model(spec)
+    prompts = [f"Say it: {w}" for w in ("a", "stone", "a much longer sentence", "cloud", "xy", "the tiger sleeps")]
+    assert decoding.padding_is_exact(m.model)
+    calls = []
+    hook = m.model.register_forward_hook(lambda mod, a, kw, out: calls.append(1), with_kwargs=True)
+    try:
+        padded = generate_texts(m.model, m.tokenizer, prompts, is_seq2seq=False, max_new_tokens=6, first_line=False)
+        n_padded = len(calls)
+        decoding._PADDING_OK[m.model] = False  # as for a model whose check fails: equal lengths only
+        calls.clear()
+        equal = generate_texts(m.model, m.tokenizer, prompts, is_seq2seq=False, max_new_tokens=6, first_line=False)
+        n_equal = len(calls)
+    finally:
+        hook.remove()
+        decoding._PADDING_OK.pop(m.model, None)
+    assert padded == equal == generate_simple(m.model, m.tokenizer, prompts, max_new_tokens=6, first_line=False)
+    assert len(set(padded)) > 1 and n_padded < n_equal  # one batch instead of one per length

@@ -15,14 +15,18 @@ Decoder-only models (the cached-prefix engine):
 2. ``[soft prompt] + prefix`` runs once and its key/value cache is kept (the
    soft prompt is prepended as embeddings, exactly as PEFT does in
    ``forward``);
-3. the rest of the prompts are grouped by equal token length (and adapter), so
-   a batch needs no padding: the cache is repeated over the batch and greedy
-   decoding continues from it; rows that reach a newline (``first_line``) or
-   an end-of-sequence token leave the batch.
+3. the rest of the prompts are batched by length (and adapter): the cache is
+   repeated over the batch, a shorter row is padded *between* the cached part
+   and its own tokens, masked, with position ids that skip the padding, so
+   every row sees exactly the positions it would see alone (checked once per
+   model by ``padding_is_exact``; where it does not hold, a batch holds rows of
+   equal length only and needs no padding); greedy decoding continues from
+   there; rows that reach a newline (``first_line``) or an end-of-sequence
+   token leave the batch.
 
-No padding means no position-id issue, and no reliance on PEFT's prompt-tuning
-``generate`` with a KV cache (which, on transformers 5.24 / peft 0.21.2,
-continues from wrong positions after the first new token). Encoder-decoder
+Explicit positions mean no position-id issue for a soft prompt, and no reliance
+on PEFT's prompt-tuning ``generate`` with a KV cache (which, on transformers
+5.24 / peft 0.21.2, continues from wrong positions after the first new token). Encoder-decoder
 models use ``model.generate`` with right-padded encoder inputs and the explicit
 configuration. The reference engine (``generate_simple``) runs one prompt at a
 time through ``model.generate`` (without the cache for a soft-prompt model).
@@ -31,6 +35,7 @@ time through ``model.generate`` (without the cache for a soft-prompt model).
 from __future__ import annotations
 
 import copy
+import weakref
 from collections import defaultdict
 from dataclasses import asdict, dataclass
 from typing import Sequence
@@ -182,11 +187,64 @@ def _answer(tokenizer, ids: list[int], first_line: bool) -> str:
 
 
 # -------------------------------------------------------------- causal engine
+_PADDING_OK: "weakref.WeakKeyDictionary[torch.nn.Module, bool]" = weakref.WeakKeyDictionary()
+
+
+@torch.no_grad()
+def padding_is_exact(core) -> bool:
+    """Does this model give a row the same logits when shorter rows beside it are padded (mask + explicit
+    positions)? Checked once per model on two short sequences, after a cached prefix; where it does not
+    hold (an architecture that ignores the mask or the positions), rows are batched by equal length only."""
+    if core not in _PADDING_OK:
+        was = core.training
+        core.eval()
+        try:
+            emb = core.get_input_embeddings()
+            dev, n = emb.weight.device, emb.num_embeddings
+            pre = core(input_ids=torch.arange(2, 6, device=dev)[None] % n, use_cache=True).past_key_values
+            a, b = torch.arange(7, 12, device=dev) % n, torch.arange(13, 16, device=dev) % n
+            alone = [core(input_ids=x[None], past_key_values=copy.deepcopy(pre), use_cache=True).logits[0, -1] for x in (a, b)]
+            cache = copy.deepcopy(pre)
+            cache.batch_repeat_interleave(2)
+            ids = torch.stack([a, torch.cat([torch.zeros(2, dtype=b.dtype, device=dev), b])])
+            mask = torch.tensor([[1] * 5, [0, 0, 1, 1, 1]], device=dev)
+            out = core(input_ids=ids, past_key_values=cache, use_cache=True, **_padded_kwargs(mask, 4))
+            _PADDING_OK[core] = all(torch.allclose(out.logits[i, -1], alone[i], atol=1e-4) for i in range(2))
+        except Exception:  # a model that takes no mask/positions with a cache: equal lengths only
+            _PADDING_OK[core] = False
+        finally:
+            core.train(was)
+    return _PADDING_OK[core]
+
+
+def _padded_kwargs(mask: torch.Tensor, past: int) -> dict:
+    """attention_mask over [cached prefix + this chunk] and position ids that skip the padding."""
+    full = torch.cat([torch.ones(mask.shape[0], past, dtype=mask.dtype, device=mask.device), mask], dim=1)
+    pos = (past + mask.cumsum(1) - 1).clamp(min=past)
+    return {"attention_mask": full, "position_ids": pos}
+
+
+def _batches(keys: list, lengths: list[int], batch_size: int, pad: bool):
+    """Chunks of rows with one key: consecutive by length (padded), or of equal length only."""
+    by = defaultdict(list)
+    for i, k in enumerate(keys):
+        by[k if pad else (*k, lengths[i])].append(i)
+    for k in sorted(by, key=str):
+        idx = sorted(by[k], key=lambda i: lengths[i])
+        for s in range(0, len(idx), batch_size):
+            yield k, idx[s:s + batch_size]
+
+
 @torch.no_grad()
 def decode_causal(model, tokenizer, prompts: list[list[int]], *, max_new_tokens: Sequence[int], batch_size: int = 32,
                   first_line: bool = True, adapter_names: Sequence[str] | None = None, min_new_tokens: int = 0,
                   progress: bool = False, desc: str = "generating") -> list[str]:
-    """Greedy continuations of tokenised ``prompts`` (the cached-prefix engine; see the module docstring)."""
+    """Greedy continuations of tokenised ``prompts`` (the cached-prefix engine; see the module docstring).
+
+    Rows sharing the cached part (and adapter) are batched by length; a shorter row is padded *between* the
+    cached prefix and its own tokens, masked, with position ids that skip the padding, so it sees exactly
+    the positions it would see alone (``padding_is_exact`` checks this once per model; otherwise batches
+    hold rows of equal length only, with no padding at all)."""
     was_training = model.training
     model.eval()
     core, soft = split_soft_prompt(model)
@@ -195,15 +253,22 @@ def decode_causal(model, tokenizer, prompts: list[list[int]], *, max_new_tokens:
     dev = device_of(core)
     splits = [pre.split(ids) for ids in prompts]
     adapters = list(adapter_names) if adapter_names is not None else [None] * len(prompts)
-    keys = [(a or "", shared, len(rest)) for a, (shared, rest) in zip(adapters, splits)]
+    keys = [(a or "", shared) for a, (shared, _) in zip(adapters, splits)]
+    lengths = [len(rest) for _, rest in splits]
+    chunks = list(_batches(keys, lengths, batch_size, padding_is_exact(core)))
     out = [""] * len(prompts)
     try:
-        for (_, shared, _), idx in tqdm(list(groups(keys, batch_size)), desc=desc, disable=not progress, leave=False):
+        for (_, shared, *_), idx in tqdm(chunks, desc=desc, disable=not progress, leave=False):
             adapter = adapters[idx[0]]
             extra = {"adapter_names": [adapter] * len(idx)} if adapter is not None else {}
             cache = pre.expanded(shared, len(idx), adapter)
-            ids = torch.tensor([splits[i][1] for i in idx], device=dev)
-            res = core(input_ids=ids, past_key_values=cache, use_cache=True, **extra)
+            past = cache.get_seq_length() if cache is not None else 0
+            width = max(lengths[i] for i in idx)
+            rows = [[tokenizer.pad_token_id] * (width - lengths[i]) + splits[i][1] for i in idx]
+            mask = torch.tensor([[0] * (width - lengths[i]) + [1] * lengths[i] for i in idx], device=dev)
+            padded = _padded_kwargs(mask, past)
+            attn, pos = padded["attention_mask"], padded["position_ids"][:, -1:]
+            res = core(input_ids=torch.tensor(rows, device=dev), past_key_values=cache, use_cache=True, **padded, **extra)
             cache, logits = res.past_key_values, res.logits[:, -1]
             limit = max(max_new_tokens[i] for i in idx)
             active = list(range(len(idx)))  # positions in idx still generating
@@ -226,11 +291,14 @@ def decode_causal(model, tokenizer, prompts: list[list[int]], *, max_new_tokens:
                 if len(keep) < len(active):
                     sel = [active.index(r) for r in keep]
                     cache.batch_select_indices(torch.tensor(sel, device=dev))
-                    nxt = [nxt[j] for j in sel]
+                    nxt, attn, pos = [nxt[j] for j in sel], attn[sel], pos[sel]
                     if extra:
                         extra = {"adapter_names": [adapter] * len(keep)}
                 active = keep
-                res = core(input_ids=torch.tensor(nxt, device=dev)[:, None], past_key_values=cache, use_cache=True, **extra)
+                attn = torch.cat([attn, torch.ones(len(active), 1, dtype=attn.dtype, device=dev)], dim=1)
+                pos = pos + 1
+                res = core(input_ids=torch.tensor(nxt, device=dev)[:, None], past_key_values=cache, use_cache=True,
+                           attention_mask=attn, position_ids=pos, **extra)
                 cache, logits = res.past_key_values, res.logits[:, -1]
             for row, i in enumerate(idx):
                 out[i] = _answer(tokenizer, gen[row][:max_new_tokens[i]], first_line)
