@@ -224,6 +224,25 @@ def _padded_kwargs(mask: torch.Tensor, past: int) -> dict:
     return {"attention_mask": full, "position_ids": pos}
 
 
+def _adapter_kwargs(adapter: str | None, rows: int) -> dict:
+    return {"adapter_names": [adapter] * rows} if adapter is not None else {}
+
+
+def _left_padded(rows: list[list[int]], pad_id: int, dev):
+    """(ids, mask) of rows padded on the left to the longest (the padding goes after the cached prefix)."""
+    width = max(len(r) for r in rows)
+    ids = torch.tensor([[pad_id] * (width - len(r)) + r for r in rows], device=dev)
+    mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=dev)
+    return ids, mask
+
+
+def _finished(tokenizer, generated: list[int], limit: int, stops: set[int], at_line_end: bool) -> bool:
+    """A row stops at its length limit, an end-of-sequence token, or (``at_line_end``) its first newline."""
+    if len(generated) >= limit or generated[-1] in stops:
+        return True
+    return at_line_end and "\n" in tokenizer.decode(generated, skip_special_tokens=True)
+
+
 def _batches(keys: list, lengths: list[int], batch_size: int, pad: bool):
     """Chunks of rows with one key: consecutive by length (padded), or of equal length only."""
     by = defaultdict(list)
@@ -239,12 +258,8 @@ def _batches(keys: list, lengths: list[int], batch_size: int, pad: bool):
 def decode_causal(model, tokenizer, prompts: list[list[int]], *, max_new_tokens: Sequence[int], batch_size: int = 32,
                   first_line: bool = True, adapter_names: Sequence[str] | None = None, min_new_tokens: int = 0,
                   progress: bool = False, desc: str = "generating") -> list[str]:
-    """Greedy continuations of tokenised ``prompts`` (the cached-prefix engine; see the module docstring).
-
-    Rows sharing the cached part (and adapter) are batched by length; a shorter row is padded *between* the
-    cached prefix and its own tokens, masked, with position ids that skip the padding, so it sees exactly
-    the positions it would see alone (``padding_is_exact`` checks this once per model; otherwise batches
-    hold rows of equal length only, with no padding at all)."""
+    """Greedy continuations of tokenised ``prompts``: the cached-prefix engine, rows of one adapter batched by
+    length with the padding after the cached prefix (see the module docstring and ``padding_is_exact``)."""
     was_training = model.training
     model.eval()
     core, soft = split_soft_prompt(model)
@@ -260,15 +275,12 @@ def decode_causal(model, tokenizer, prompts: list[list[int]], *, max_new_tokens:
     try:
         for (_, shared, *_), idx in tqdm(chunks, desc=desc, disable=not progress, leave=False):
             adapter = adapters[idx[0]]
-            extra = {"adapter_names": [adapter] * len(idx)} if adapter is not None else {}
+            extra = _adapter_kwargs(adapter, len(idx))
             cache = pre.expanded(shared, len(idx), adapter)
-            past = cache.get_seq_length() if cache is not None else 0
-            width = max(lengths[i] for i in idx)
-            rows = [[tokenizer.pad_token_id] * (width - lengths[i]) + splits[i][1] for i in idx]
-            mask = torch.tensor([[0] * (width - lengths[i]) + [1] * lengths[i] for i in idx], device=dev)
-            padded = _padded_kwargs(mask, past)
+            rows, mask = _left_padded([splits[i][1] for i in idx], tokenizer.pad_token_id, dev)
+            padded = _padded_kwargs(mask, cache.get_seq_length() if cache is not None else 0)
             attn, pos = padded["attention_mask"], padded["position_ids"][:, -1:]
-            res = core(input_ids=torch.tensor(rows, device=dev), past_key_values=cache, use_cache=True, **padded, **extra)
+            res = core(input_ids=rows, past_key_values=cache, use_cache=True, **padded, **extra)
             cache, logits = res.past_key_values, res.logits[:, -1]
             limit = max(max_new_tokens[i] for i in idx)
             active = list(range(len(idx)))  # positions in idx still generating
@@ -281,19 +293,15 @@ def decode_causal(model, tokenizer, prompts: list[list[int]], *, max_new_tokens:
                 keep = []
                 for row, tok in zip(active, nxt):
                     gen[row].append(tok)
-                    done = len(gen[row]) >= max_new_tokens[idx[row]] or tok in stops
-                    if step + 1 >= min_new_tokens and first_line and not done:
-                        done = "\n" in tokenizer.decode(gen[row], skip_special_tokens=True)
-                    if not done:
+                    if not _finished(tokenizer, gen[row], max_new_tokens[idx[row]], stops,
+                                     first_line and step + 1 >= min_new_tokens):
                         keep.append(row)
                 if not keep or step == limit - 1:
                     break
                 if len(keep) < len(active):
                     sel = [active.index(r) for r in keep]
                     cache.batch_select_indices(torch.tensor(sel, device=dev))
-                    nxt, attn, pos = [nxt[j] for j in sel], attn[sel], pos[sel]
-                    if extra:
-                        extra = {"adapter_names": [adapter] * len(keep)}
+                    nxt, attn, pos, extra = [nxt[j] for j in sel], attn[sel], pos[sel], _adapter_kwargs(adapter, len(keep))
                 active = keep
                 attn = torch.cat([attn, torch.ones(len(active), 1, dtype=attn.dtype, device=dev)], dim=1)
                 pos = pos + 1
