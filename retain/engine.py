@@ -29,7 +29,6 @@ from transformers import DataCollatorForSeq2Seq, DataCollatorWithFlattening, Tra
 
 from retain.errors import RetainError
 from retain.evaluation.decoding import generate_texts
-from retain.evaluation.metrics import score
 from retain.methods import Stage, param_groups, prepare, trainable_state
 
 STATE_FILE = "retain_state.safetensors"
