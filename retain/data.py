@@ -118,6 +118,12 @@ def check_template(template: str, flag: str = "--template") -> str:
     return template
 
 
+def template_fields(template: str) -> tuple[str, ...]:
+    """The fields an example must have for a template: ``input``, ``output`` and every ``{name}`` it uses."""
+    names = [n for _, n, _, _ in string.Formatter().parse(template) if n]
+    return tuple(dict.fromkeys(["input", "output", *names]))
+
+
 def render(template: str, example: dict, source: str = "example") -> str:
     """Fill a (checked) template with the example's fields."""
     out = []

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import platform
 import shutil
-import string
 import time
 from pathlib import Path
 
@@ -17,11 +16,11 @@ import torch
 
 from retain import __version__
 from retain.config import TrainConfig, to_dict
-from retain.data import TaskFormat, check_template, load_examples, load_jsonl, pick_one_shot, tokenize
+from retain.data import TaskFormat, check_template, load_examples, load_jsonl, pick_one_shot, template_fields, tokenize
 from retain.engine import barrier, is_main, run_stage, save_state, sharded_generate, load_state
 from retain.errors import RetainError
 from retain.evaluation.decoding import answer_budget
-from retain.evaluation.metrics import METRICS, score
+from retain.evaluation.metrics import resolve_metric, score
 from retain.methods import METHODS, changes_base, stage_budget, uses_lora, uses_prompt, wrap
 from retain.models import load_model
 from retain.run import check_output, commit, staging_dir
@@ -34,19 +33,6 @@ def library_versions() -> dict:
 
     return {"retain": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
             "peft": peft.__version__, "accelerate": accelerate.__version__, "python": platform.python_version()}
-
-
-def resolve_metric(metric: str, examples: list[dict]) -> str:
-    if metric == "auto":
-        return "accuracy" if len({e["output"] for e in examples}) <= 20 else "chrf"
-    if metric not in METRICS:
-        raise RetainError(f"--metric: unknown metric '{metric}' (choose from auto, {', '.join(METRICS)})")
-    return metric
-
-
-def template_fields(template: str) -> tuple[str, ...]:
-    names = [n for _, n, _, _ in string.Formatter().parse(template) if n]
-    return tuple(dict.fromkeys(["input", "output", *names]))
 
 
 def validated_inputs(cfg: TrainConfig):
@@ -71,7 +57,7 @@ def train(cfg: TrainConfig, *, progress=print) -> Path:
     loaded = load_model(cfg.model, trust_remote_code=cfg.trust_remote_code, allow_pickle=cfg.allow_pickle)
     tokenizer, is_seq2seq = loaded.tokenizer, loaded.is_seq2seq
     base_fingerprint = loaded.fingerprint
-    metric = resolve_metric(cfg.metric, train_examples)
+    metric = resolve_metric(cfg.metric, [e["output"] for e in train_examples])
     fmt = TaskFormat(cfg.template, pick_one_shot(train_examples, cfg.seed) if cfg.one_shot else None, is_seq2seq)
     limit = getattr(loaded.model.config, "max_position_embeddings", None) or getattr(loaded.model.config, "n_positions", None)
     max_length = cfg.max_length

@@ -97,9 +97,8 @@ def write_json(path: Path, data) -> None:
 
 def tuned_spec_for_run(info: dict, data: str | None, n: int, *, is_seq2seq: bool, flag: str = "--tuned-data"):
     """The tuned task of a run (validation items, format, metric) and its output space."""
-    from retain.data import TaskFormat, load_jsonl
+    from retain.data import TaskFormat, load_jsonl, template_fields
     from retain.evaluation.harness import TunedSpec, output_space
-    from retain.train import template_fields
 
     cfg = info.get("config", {})
     fmt = TaskFormat(**info["format"], is_seq2seq=is_seq2seq)

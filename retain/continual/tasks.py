@@ -15,7 +15,7 @@ import string
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from retain.data import check_template, load_jsonl
+from retain.data import check_template, load_jsonl, template_fields
 from retain.errors import RetainError
 from retain.evaluation.metrics import METRICS
 
@@ -86,7 +86,7 @@ def load_task(folder: str, overrides: dict, *, with_data: bool = True) -> Task:
     if not NAME.match(name) or name in RESERVED:
         raise RetainError(f"--tasks: {folder}: task name '{name}' (the folder name) must be letters, digits, '_' or '-' and not {' or '.join(RESERVED)}")
     s = _settings(name, p, overrides, "--task-config")
-    fields = tuple(dict.fromkeys(["input", "output", *(n for _, n, _, _ in string.Formatter().parse(s["template"]) if n)]))
+    fields = template_fields(s["template"])
     task = Task(name, str(p.resolve()), metric=s.get("metric", "rougeL"), template=s["template"],
                 max_new_tokens=s.get("max_new_tokens"), constraint=bool(s.get("constraint", False)))
     if with_data:

@@ -132,7 +132,8 @@ def compare(cfg, *, methods: list[str], suite: str, shots: list[int], examples: 
     from retain.data import TaskFormat, check_template, load_jsonl
     from retain.evaluation.harness import TunedSpec, evaluate_all, output_space
     from retain.evaluation.suite import load_suite
-    from retain.train import resolve_metric, template_fields
+    from retain.data import template_fields
+    from retain.evaluation.metrics import resolve_metric
 
     out = Path(out)
     if not cfg.train:
@@ -146,7 +147,7 @@ def compare(cfg, *, methods: list[str], suite: str, shots: list[int], examples: 
     tasks = load_suite(suite, examples=examples)
     for t in tasks:
         t.demos(seed, max(t.shots or shots), max(t.shots or shots))
-    metric = resolve_metric(cfg.metric, train_rows)
+    metric = resolve_metric(cfg.metric, [r["output"] for r in train_rows])
     space = output_space(train_rows)
     train_opts = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("method", "output", "one_shot", "resume", "overwrite", "train", "validation")}
     settings = {"model": cfg.model, "train_sha256": sha256_file(cfg.train), "validation_sha256": sha256_file(cfg.validation), "suite": suite,

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 
 from retain.evaluation import icl, stats
 from retain.evaluation.decoding import DECODING, answer_budget
-from retain.evaluation.metrics import normalize, score
+from retain.evaluation.metrics import is_classification, normalize, score
 from retain.evaluation.suite import Task
 
 ENGINES = ("fast", "simple")
@@ -64,7 +64,7 @@ def output_space(train_examples: list[dict]) -> OutputSpace | None:
     outputs = [e["output"] for e in train_examples]
     if not outputs:
         return None
-    if len(set(outputs)) <= 20:
+    if is_classification(outputs):
         labels = {normalize(o).split()[0] for o in set(outputs) if normalize(o).split()}
         return OutputSpace("labels", labels=labels)
     out_words = Counter(w for o in outputs for w in normalize(o).split())

@@ -54,6 +54,34 @@ METRICS = ("accuracy", "exact_match", "bleu", "chrf", "rouge1", "rouge2", "rouge
 CORPUS_METRICS = ("bleu", "chrf")
 MATCH_METRICS = ("accuracy", "exact_match")
 LENIENCY = ("ignore_case", "ignore_punctuation", "ignore_articles", "ignore_whitespace")
+LABEL_LIMIT = 20  # a task whose outputs take at most this many distinct values is a classification task
+SHORT_ANSWER_WORDS = 3  # open tasks whose answers average at most this many words are scored by exact match
+
+
+def is_classification(outputs: Iterable[str]) -> bool:
+    """Do these (training) outputs take at most ``LABEL_LIMIT`` distinct values?"""
+    return len(set(outputs)) <= LABEL_LIMIT
+
+
+def auto_metric(outputs: Sequence[str]) -> str:
+    """The metric ``auto`` stands for, from a task's outputs: ``accuracy`` for a classification task,
+    ``exact_match`` for short answers (at most ``SHORT_ANSWER_WORDS`` words on average), else ``chrf``."""
+    outputs = list(outputs)
+    if is_classification(outputs):
+        return "accuracy"
+    words = sum(len(o.split()) for o in outputs) / max(len(outputs), 1)
+    return "exact_match" if words <= SHORT_ANSWER_WORDS else "chrf"
+
+
+def resolve_metric(metric: str, outputs: Sequence[str], flag: str = "--metric") -> str:
+    """A metric name as given (``auto`` resolved from the outputs); an unknown name is a one-line error."""
+    if metric == "auto":
+        return auto_metric(outputs)
+    if metric not in METRICS:
+        from retain.errors import RetainError
+
+        raise RetainError(f"{flag}: unknown metric '{metric}' (choose from auto, {', '.join(METRICS)})")
+    return metric
 
 # ------------------------------------------------------------- matching
 def check_options(options: str | Iterable[str] | None) -> tuple[str, ...]:

@@ -47,9 +47,9 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from retain.data import check_template, load_jsonl, render, target_text
+from retain.data import check_template, load_jsonl, render, target_text, template_fields
 from retain.errors import RetainError, where
-from retain.evaluation.metrics import LENIENCY, MATCH_METRICS, METRICS, check_options
+from retain.evaluation.metrics import LENIENCY, MATCH_METRICS, METRICS, auto_metric, check_options
 
 DEFAULT_TEMPLATE = "Input: {input}\nOutput:"
 SEPARATOR = "\n\n"
@@ -73,7 +73,7 @@ class Task:
 
     def __post_init__(self):
         if self.metric == "auto":
-            self.metric = auto_metric(self.examples)
+            self.metric = auto_metric([e["output"] for e in self.examples])
         self.match = check_options(self.match)  # ValueError for a name not in LENIENCY
 
     # --------------------------------------------------------------- split
@@ -119,14 +119,6 @@ class Task:
 
     def references(self, item: dict):
         return item.get("references") or item["output"]
-
-
-def auto_metric(examples: list[dict]) -> str:
-    outputs = [e["output"] for e in examples]
-    if len(set(outputs)) <= 20:
-        return "accuracy"
-    words = sum(len(o.split()) for o in outputs) / max(len(outputs), 1)
-    return "exact_match" if words <= 3 else "chrf"
 
 
 # ---------------------------------------------------------------- loading
@@ -224,7 +216,7 @@ def _load_yaml(path: Path, examples: int | None, flag: str) -> list[Task]:
         mnt = entry.get("max_new_tokens")
         if mnt is not None and (not isinstance(mnt, int) or mnt <= 0):
             raise RetainError(f"{loc('max_new_tokens')} must be a positive integer")
-        fields = tuple(dict.fromkeys(["input", "output", *[n_ for _, n_, _, _ in __import__("string").Formatter().parse(template) if n_]]))
+        fields = template_fields(template)
         rows = load_jsonl(data, fields=fields, flag=loc("data"))
         if mode == "loglik" and choices is None and not all(isinstance(r.get("choices"), list) for r in rows):
             raise RetainError(f"{loc('mode')}: loglik needs 'choices' on the task or a 'choices' list on every row of {data}")
