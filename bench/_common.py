@@ -47,7 +47,7 @@ def step_timer(model, tokenizer, stage_trains: str, *, lr: float = 2e-5, packing
     import torch
     from transformers import DataCollatorForSeq2Seq, DataCollatorWithFlattening, Trainer, TrainingArguments
 
-    from retain.engine import _StageTrainer, _virtual_tokens
+    from retain.engine import StageTrainer, virtual_tokens
     from retain.methods import Stage, param_groups, prepare
 
     stage = Stage("bench", stage_trains)
@@ -57,7 +57,7 @@ def step_timer(model, tokenizer, stage_trains: str, *, lr: float = 2e-5, packing
     opt_cls, kw = Trainer.get_optimizer_cls_and_kwargs(args, model)
     kw.pop("lr", None)
     optimizer = opt_cls(param_groups(model, lr, 3e-2), lr=lr, **kw)
-    trainer = _StageTrainer(model=model, args=args, selective_loss=True, virtual_tokens=_virtual_tokens(model))
+    trainer = StageTrainer(model=model, args=args, selective_loss=True, virtual_tokens=virtual_tokens(model))
     collate = (DataCollatorWithFlattening(return_position_ids=True, separator_id=-100) if packing
                else DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100))
     device = next(model.parameters()).device

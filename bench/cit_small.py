@@ -143,7 +143,7 @@ def _units(res: dict, stage: int, task: str):
 
 def _intervals(res: dict) -> dict:
     """SE of the final average; BWT's paired 95% interval (runs written before units were kept: None)."""
-    from retain.evaluation import stats
+    from retain.evaluation import paired
 
     tasks, metrics, T = res["tasks"], res["metrics"], len(res["stages"])
     final = [res.get("details", [{}])[-1].get(t, {}).get("se") for t in tasks]
@@ -152,13 +152,13 @@ def _intervals(res: dict) -> dict:
     if T == len(tasks) and T > 1 and all(_units(res, j, t) for j, t in enumerate(tasks)):
         a = {t: (m, (), _units(res, j, t)) for j, (t, m) in enumerate(zip(tasks[:-1], metrics))}
         b = {t: (m, (), _units(res, T - 1, t)) for t, m in zip(tasks[:-1], metrics)}
-        out["bwt"] = stats.paired_norm_avg(a, b)
+        out["bwt"] = paired.paired_norm_avg(a, b)
     return out
 
 
 def _pairwise(results: dict) -> list[str]:
     """Final average of every method against every other, paired over the same validation items."""
-    from retain.evaluation import stats
+    from retain.evaluation import paired
 
     names = [m for m, r in results.items() if all(_units(r, len(r["stages"]) - 1, t) for t in r["tasks"])]
     if len(names) < 2:
@@ -170,7 +170,7 @@ def _pairwise(results: dict) -> list[str]:
             ra, rb = results[a], results[b]
             ta = {t: (m, (), _units(ra, len(ra["stages"]) - 1, t)) for t, m in zip(ra["tasks"], ra["metrics"])}
             tb = {t: (m, (), _units(rb, len(rb["stages"]) - 1, t)) for t, m in zip(rb["tasks"], rb["metrics"])}
-            p = stats.paired_norm_avg(ta, tb)
+            p = paired.paired_norm_avg(ta, tb)
             lines.append(f"| {b} − {a} | {_ci(p, diff=True)} |")
     return lines + [""]
 

@@ -31,7 +31,7 @@ TEMPLATE = "Review: {input}\nSentiment:"
 
 def side(model_spec, train_file, args, out, grouped: bool) -> dict:
     from retain.config import TrainConfig
-    from retain.train import train
+    from retain.workflows.train import train
 
     cfg = TrainConfig(model=model_spec, method="prompt", train=str(train_file), output=str(out), template=TEMPLATE,
                       max_steps=args.steps, batch_size=args.batch_size, prompt_length=args.prompt_length, eval_every=0,

@@ -31,7 +31,7 @@ def main() -> None:
     from torch.profiler import ProfilerActivity, profile
     from transformers import DataCollatorForSeq2Seq, DataCollatorWithFlattening
 
-    from retain.engine import _StageTrainer
+    from retain.engine import StageTrainer
     from retain.models import load_model
     from transformers import TrainingArguments
 
@@ -40,7 +40,7 @@ def main() -> None:
     rows = sst2_rows(loaded.tokenizer, args.batch_size)
     padded = DataCollatorForSeq2Seq(loaded.tokenizer, padding=True, label_pad_token_id=-100)(rows)
     packed = DataCollatorWithFlattening(return_position_ids=True, separator_id=-100)(rows)
-    trainer = _StageTrainer(model=model, args=TrainingArguments(output_dir="/tmp/retain-prof", report_to=[], use_cpu=True),
+    trainer = StageTrainer(model=model, args=TrainingArguments(output_dir="/tmp/retain-prof", report_to=[], use_cpu=True),
                             selective_loss=True)
     sides = {
         "naive (padded, all logits)": lambda: model(**padded, use_cache=False).loss,

@@ -55,7 +55,8 @@ def main() -> None:
 
     from retain.cli import _quiet_libraries
     from retain.config import TrainConfig
-    from retain.evaluation.compare import compare, parse_methods
+    from retain.workflows.compare import compare, parse_methods
+    from retain.workflows.options import CompareOptions
     from retain.evaluation.report import comparison_table, paired_table
 
     _quiet_libraries()
@@ -71,11 +72,13 @@ def main() -> None:
         cfg = TrainConfig(model=args.model, train=str(train), validation=str(val), output=str(Path(args.work) / name),
                           template=exp["template"], metric=exp["metric"], max_steps=args.steps, stage1_steps=args.steps,
                           stage2_steps=args.steps, lr=args.lr, stage2_lr=args.lr, stage1_lr=args.prompt_lr,
-                          batch_size=args.batch_size, max_length=exp["max_length"], eval_every=0, save_every=0, seed=0)
+                          batch_size=args.batch_size, max_length=exp["max_length"], eval_every=0, save_every=0, seed=0,
+                          eval_batch_size=32)
+        opts = CompareOptions(methods=args.methods, suite=suite, shots="4", examples=args.examples,
+                              tuned_examples=args.tuned_examples, seed=0)
         t0 = time.time()
-        res = compare(cfg, methods=methods, suite=suite, shots=[4], examples=args.examples, tuned_examples=args.tuned_examples,
-                      out=Path(cfg.output), seed=0, batch_size=32, title=f"ProMoT at small scale: {name}",
-                      tuned_name=name, log=lambda m: print(m, flush=True))
+        res = compare(cfg, opts, out=Path(cfg.output), title=f"ProMoT at small scale: {name}", tuned_name=name,
+                      log=lambda m: print(m, flush=True))
         wall = time.time() - t0
         out = Path(cfg.output)
         (results_dir / f"promot_small_{name}.json").write_text(json.dumps(res, indent=2, ensure_ascii=False))

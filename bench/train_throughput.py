@@ -57,7 +57,7 @@ def plain_trainer(model_spec, examples, args, out):
 
 def retain_side(model_spec, train_file, args, out):
     from retain.config import TrainConfig
-    from retain.train import train
+    from retain.workflows.train import train
 
     cfg = TrainConfig(model=model_spec, method="full", train=str(train_file), output=str(out), template=TEMPLATE,
                       max_steps=args.steps, batch_size=args.batch_size, lr=args.lr, eval_every=0, save_every=0,

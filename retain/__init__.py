@@ -1,6 +1,6 @@
 """retain: fine-tune language models without destroying what they could already do."""
 
-__version__ = "0.1.0"
+from retain.versions import __version__
 
 
 def load_run(path, *, verify: bool = True):
@@ -10,4 +10,4 @@ def load_run(path, *, verify: bool = True):
     return _load(path, verify=verify)
 
 
-__all__ = ["load_run", "__version__"]
+__all__ = ["__version__", "load_run"]

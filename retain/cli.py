@@ -24,7 +24,7 @@ class Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> Parser:
-    from retain import __version__
+    from retain.versions import __version__
 
     parser = Parser(prog="retain", description="Fine-tune language models without destroying what they could already do: ProMoT, SwitchCIT and the measurements that show what a model kept.")
     parser.add_argument("--version", action="version", version=f"retain {__version__}")

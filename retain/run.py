@@ -15,98 +15,13 @@ resumable checkpoints); it is renamed to DIR only once complete.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from retain.artifacts import RUN_FILE, verify_manifest
 from retain.data import TaskFormat
 from retain.errors import RetainError
-
-RUN_FILE = "run.json"
-MANIFEST = "manifest.json"
-
-
-def staging_dir(out: Path) -> Path:
-    return out.parent / f".{out.name}.partial"
-
-
-def is_run_dir(path: Path) -> bool:
-    return (path / RUN_FILE).is_file() or (path / MANIFEST).is_file()
-
-
-def check_output(out: Path, *, overwrite: bool, resume: bool, flag: str = "--output") -> None:
-    """Refuse outputs that would clobber something, before any work is done."""
-    if out.exists() and not out.is_dir():
-        raise RetainError(f"{flag}: {out} exists and is not a directory")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        if not is_run_dir(out):
-            raise RetainError(f"{flag}: {out} exists, is not empty and is not a retain run; choose another path or pass --overwrite to replace it")
-        raise RetainError(f"{flag}: {out} already holds a run; pass --overwrite to replace it")
-    probe = out.parent
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
-    if not probe.is_dir():
-        raise RetainError(f"{flag}: cannot create {out}: {probe} is not a directory")
-    try:  # a real write: permission bits say nothing when running as root
-        import tempfile
-
-        Path(tempfile.mkdtemp(prefix=".retain-probe-", dir=probe)).rmdir()
-    except OSError as e:
-        raise RetainError(f"{flag}: cannot write to {probe} ({e.strerror or e})") from None
-    if resume and not staging_dir(out).is_dir():
-        raise RetainError(f"--resume: no interrupted run to resume at {staging_dir(out)}")
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def write_manifest(root: Path, kind: str = "run") -> None:
-    files = sorted(p for p in root.rglob("*") if p.is_file() and p.name != MANIFEST)
-    data = {"kind": kind, "files": {p.relative_to(root).as_posix(): sha256_file(p) for p in files}}
-    (root / MANIFEST).write_text(json.dumps(data, indent=2))
-
-
-def verify_manifest(root: Path) -> dict:
-    path = root / MANIFEST
-    if not path.is_file():
-        raise RetainError(f"{root}: no {MANIFEST}; not a complete retain artifact")
-    try:
-        data = json.loads(path.read_text())
-        files = data["files"]
-    except (ValueError, KeyError, TypeError):
-        raise RetainError(f"{path}: malformed manifest") from None
-    for rel, digest in files.items():
-        p = root / rel
-        if not p.is_file():
-            raise RetainError(f"{p}: listed in {MANIFEST} but missing")
-        if sha256_file(p) != digest:
-            raise RetainError(f"{p}: sha256 does not match {MANIFEST} (file changed or corrupted)")
-    extra = [p for p in root.rglob("*") if p.is_file() and p.name != MANIFEST and p.relative_to(root).as_posix() not in files
-             and p.suffix in (".safetensors", ".bin", ".pt", ".json")]
-    if extra:
-        raise RetainError(f"{extra[0]}: not listed in {MANIFEST} (file added after the run was written)")
-    return data
-
-
-def commit(staging: Path, out: Path) -> None:
-    """Atomically move a complete staging dir into place (replacing an old run)."""
-    write_manifest(staging)
-    old = None
-    if out.exists():
-        old = out.parent / f".{out.name}.old"
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(out, old)
-    os.replace(staging, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 # --------------------------------------------------------------------- load

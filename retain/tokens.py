@@ -18,9 +18,10 @@ with and without special tokens), not from a list of model names.
 
 from __future__ import annotations
 
+import contextlib
 import weakref
 
-_AFFIXES: "weakref.WeakKeyDictionary[object, tuple[list[int], list[int]]]" = weakref.WeakKeyDictionary()
+_AFFIXES: weakref.WeakKeyDictionary[object, tuple[list[int], list[int]]] = weakref.WeakKeyDictionary()
 _PROBE = "retain probe text"
 
 
@@ -42,10 +43,8 @@ def special_affixes(tokenizer) -> tuple[list[int], list[int]]:
         if full[i:i + len(plain)] == plain:
             found = (full[:i], full[i + len(plain):])
             break
-    try:
+    with contextlib.suppress(TypeError):  # not weak-referenceable: recompute next time
         _AFFIXES[tokenizer] = found
-    except TypeError:  # not weak-referenceable: recompute next time
-        pass
     return found
 
 

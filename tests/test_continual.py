@@ -179,7 +179,7 @@ def test_resume_adds_task_old_adapters_bit_identical_outputs_unchanged(registry,
 @pytest.mark.parametrize("method", ["sequential", "sequential-lora", "replay", "multitask"])
 def test_baselines(method, data, tmp_path):
     from retain.continual.config import ContinualConfig
-    from retain.continual.methods import run_continual
+    from retain.workflows.continual import run_continual
 
     out = tmp_path / method
     cfg = ContinualConfig(model="tiny-random-llama", method=method, output=str(out), max_steps=1, batch_size=4, eval_samples=2,

@@ -6,7 +6,7 @@ from transformers import DataCollatorForSeq2Seq, DataCollatorWithFlattening, Tra
 
 from retain.config import TrainConfig
 from retain.data import TaskFormat, tokenize
-from retain.engine import _StageTrainer, packing_is_exact
+from retain.engine import StageTrainer, packing_is_exact
 from retain.methods import wrap
 from retain.models import load_model
 from tests.conftest import sentiment_rows
@@ -23,7 +23,7 @@ def _rows(loaded, n=6):
 
 def _trainer(model, tmp_path, virtual=0):
     args = TrainingArguments(output_dir=str(tmp_path), report_to=[], use_cpu=True)
-    return _StageTrainer(model=model, args=args, selective_loss=True, virtual_tokens=virtual)
+    return StageTrainer(model=model, args=args, selective_loss=True, virtual_tokens=virtual)
 
 
 @pytest.mark.parametrize("packed", [False, True])
@@ -70,7 +70,7 @@ def test_group_by_length_cuts_padding_of_padded_stages(tmp_path, monkeypatch, me
 
     import transformers
 
-    from retain.train import train
+    from retain.workflows.train import train
     from tests.conftest import write_jsonl
 
     shapes = []

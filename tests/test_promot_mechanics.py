@@ -6,7 +6,7 @@ import torch
 from retain.config import TrainConfig
 from retain.data import TaskFormat, tokenize
 from retain.engine import run_stage
-from retain.methods import METHODS, stage_budget, wrap
+from retain.methods import get as get_method, wrap
 from retain.methods.soft_prompt import prompt_embedding
 from retain.models import load_model
 from tests.conftest import sentiment_rows
@@ -28,15 +28,15 @@ def test_stage1_freezes_base_stage2_freezes_prompt(spec, tmp_path):
     base_before = _snapshot(base)
     prompt_before = prompt_embedding(model).weight.detach().clone()
 
-    s1, s2 = METHODS["promot"]
-    steps, lr, plr = stage_budget("promot", s1, cfg)
+    s1, s2 = get_method("promot").stages
+    steps, lr, plr = s1.budget(cfg)
     run_stage(model, loaded.tokenizer, s1, rows=rows, steps=steps, lr=lr, prompt_lr=plr, cfg=cfg, stage_dir=tmp_path / "s1")
     for name, t in base.state_dict().items():
         assert torch.equal(t, base_before[name]), f"stage 1 changed base weight {name}"
     prompt_after_1 = prompt_embedding(model).weight.detach().clone()
     assert not torch.equal(prompt_after_1, prompt_before), "stage 1 did not train the prompt"
 
-    steps, lr, plr = stage_budget("promot", s2, cfg)
+    steps, lr, plr = s2.budget(cfg)
     run_stage(model, loaded.tokenizer, s2, rows=rows, steps=steps, lr=lr, prompt_lr=plr, cfg=cfg, stage_dir=tmp_path / "s2")
     assert torch.equal(prompt_embedding(model).weight, prompt_after_1), "stage 2 changed the prompt"
     changed = [n for n, t in base.state_dict().items() if not torch.equal(t, base_before[n])]

@@ -1,4 +1,4 @@
-"""Uncertainty of every figure: retain.evaluation.stats and the report built on it (numpy data, no models)."""
+"""Uncertainty of every figure: retain.evaluation.stats and .paired, and the report built on them (numpy data, no models)."""
 
 import math
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy.stats import binomtest
 
-from retain.evaluation import stats
+from retain.evaluation import paired, stats
 from retain.evaluation.report import comparison_table, markdown_report, paired_table, plot
 
 
@@ -63,12 +63,12 @@ def test_corpus_resamples_from_statistics_equal_rescoring(metric, monkeypatch):
              for s in range(2)]
     other = [dict(units[0], predictions=[r if isinstance(r, str) else r[0] for r in refs])]
     fast = (stats.summarize(metric, units[:1], n_boot=30), stats.summarize(metric, units, n_boot=30),
-            stats.paired(metric, units, other, n_boot=30))
+            paired.paired(metric, units, other, n_boot=30))
     assert stats._grid(metric, units).suff is not None
     monkeypatch.setattr(stats, "_corpus_stats", lambda *a: None)
     assert stats._grid(metric, units).suff is None
     slow = (stats.summarize(metric, units[:1], n_boot=30), stats.summarize(metric, units, n_boot=30),
-            stats.paired(metric, units, other, n_boot=30))
+            paired.paired(metric, units, other, n_boot=30))
     for f, s in zip(fast, slow):
         for key in ("score", "se", "diff"):
             if key in f:
@@ -99,7 +99,7 @@ def test_options_reach_the_metric():
     u = {"seed": 0, "trial": 0, "inputs": ["a", "b"], "predictions": ["YES", "no"], "references": ["yes", "no"]}
     assert stats.summarize("exact_match", [u])["score"] == 50.0
     assert stats.summarize("exact_match", [u], options=("ignore_case",))["score"] == 100.0
-    assert stats.paired("exact_match", [u], [u], options=("ignore_case",))["diff"] == 0.0
+    assert paired.paired("exact_match", [u], [u], options=("ignore_case",))["diff"] == 0.0
 
 
 def test_norm_avg_se_formula():
@@ -112,11 +112,11 @@ def test_norm_avg_se_formula():
 def test_paired_ci_excludes_zero_for_better_b_and_includes_it_for_identical():
     rng = np.random.default_rng(2)
     a, b = unit(draw(0.4, 100, rng)), unit(draw(0.85, 100, rng))
-    better = stats.paired("exact_match", [a], [b])
+    better = paired.paired("exact_match", [a], [b])
     assert better["diff"] == pytest.approx(stats.summarize("exact_match", [b])["score"] - stats.summarize("exact_match", [a])["score"])
     assert better["diff"] > 0 and better["ci"][0] > 0 and better["significant"]
-    assert stats.paired("exact_match", [b], [a])["ci"][1] < 0  # B minus A
-    same = stats.paired("exact_match", [a], [dict(a)])
+    assert paired.paired("exact_match", [b], [a])["ci"][1] < 0  # B minus A
+    same = paired.paired("exact_match", [a], [dict(a)])
     assert same["diff"] == 0 and same["ci"][0] <= 0 <= same["ci"][1] and not same["significant"]
     assert same["mcnemar_p"] == 1.0
 
@@ -127,7 +127,7 @@ def test_pairing_uses_the_same_items():
     x = draw(0.5, 100, rng)
     y = x.copy()
     y[np.flatnonzero(~x)[:5]] = True  # B fixes 5 of A's errors, nothing else changes
-    p = stats.paired("exact_match", [unit(x)], [unit(y)])
+    p = paired.paired("exact_match", [unit(x)], [unit(y)])
     assert p["diff"] == pytest.approx(5.0)
     assert p["ci"][0] > 0 and p["ci"][1] - p["ci"][0] < 10
     assert p["mcnemar_p"] == pytest.approx(binomtest(5, 5, 0.5).pvalue)
@@ -137,40 +137,40 @@ def test_mcnemar_matches_binomtest_on_hand_counted_pairs():
     a = [1] * 30 + [1, 1] + [0] * 9 + [0] * 19
     b = [1] * 30 + [0, 0] + [1] * 9 + [0] * 19
     # discordant: A right/B wrong = 2, A wrong/B right = 9
-    p = stats.paired("exact_match", [unit(a)], [unit(b)])
+    p = paired.paired("exact_match", [unit(a)], [unit(b)])
     assert p["mcnemar_p"] == pytest.approx(binomtest(9, 11, 0.5).pvalue)
     # several draws per side: no McNemar
-    assert stats.paired("exact_match", [unit(a), unit(a, trial=1)], [unit(b), unit(b, trial=1)])["mcnemar_p"] is None
+    assert paired.paired("exact_match", [unit(a), unit(a, trial=1)], [unit(b), unit(b, trial=1)])["mcnemar_p"] is None
 
 
 def test_paired_with_seeds_and_trials():
     rng = np.random.default_rng(4)
     base = [unit(draw(0.5, 60, rng), trial=t) for t in range(2)]  # one seed
     tuned = [unit(draw(p, 60, rng), seed=s, trial=t) for s, p in enumerate([0.6, 0.9]) for t in range(2)]
-    p = stats.paired("exact_match", base, tuned, n_boot=500)
+    p = paired.paired("exact_match", base, tuned, n_boot=500)
     assert p["n"] == 60 and p["mcnemar_p"] is None
     assert p["ci"][0] < p["diff"] < p["ci"][1]
-    assert p == stats.paired("exact_match", base, tuned, n_boot=500)
+    assert p == paired.paired("exact_match", base, tuned, n_boot=500)
     # seed variance widens the interval compared with the same data under one seed
-    one = stats.paired("exact_match", base, [u for u in tuned if u["seed"] == 1], n_boot=500)
+    one = paired.paired("exact_match", base, [u for u in tuned if u["seed"] == 1], n_boot=500)
     assert p["ci"][1] - p["ci"][0] > one["ci"][1] - one["ci"][0]
     with pytest.raises(stats.PairingError):
-        stats.paired("exact_match", base, [unit(draw(0.5, 60, rng), trial=7)])  # no common trial
+        paired.paired("exact_match", base, [unit(draw(0.5, 60, rng), trial=7)])  # no common trial
     with pytest.raises(stats.PairingError):
-        stats.paired("exact_match", base, [unit(draw(0.5, 50, rng), trial=t) for t in range(2)])  # other items
+        paired.paired("exact_match", base, [unit(draw(0.5, 50, rng), trial=t) for t in range(2)])  # other items
 
 
 def test_paired_norm_avg_is_the_mean_difference():
     rng = np.random.default_rng(5)
     ta = {f"t{i}": ("exact_match", (), [unit(draw(0.5, 100, rng))]) for i in range(12)}
     tb = {f"t{i}": ("exact_match", (), [unit(draw(0.6, 100, rng))]) for i in range(12)}
-    out = stats.paired_norm_avg(ta, tb)
-    diffs = [stats.paired("exact_match", ta[k][2], tb[k][2])["diff"] for k in ta]
+    out = paired.paired_norm_avg(ta, tb)
+    diffs = [paired.paired("exact_match", ta[k][2], tb[k][2])["diff"] for k in ta]
     assert out["diff"] == pytest.approx(np.mean(diffs))
     assert out["n_tasks"] == 12 and out["mcnemar_p"] is None
     assert out["ci"][0] < out["diff"] < out["ci"][1]
     # averaging 12 tasks narrows the interval compared with one task
-    single = stats.paired("exact_match", ta["t0"][2], tb["t0"][2])
+    single = paired.paired("exact_match", ta["t0"][2], tb["t0"][2])
     assert out["ci"][1] - out["ci"][0] < single["ci"][1] - single["ci"][0]
 
 
@@ -181,9 +181,9 @@ def test_bootstrap_is_fast():
     ta = {f"t{i}": ("exact_match", (), [unit(draw(0.5, 100, rng))]) for i in range(12)}
     tb = {f"t{i}": ("exact_match", (), [unit(draw(0.6, 100, rng))]) for i in range(12)}
     t0 = time.perf_counter()
-    stats.paired_norm_avg(ta, tb, n_boot=2000)
+    paired.paired_norm_avg(ta, tb, n_boot=2000)
     for k in ta:
-        stats.paired("exact_match", ta[k][2], tb[k][2], n_boot=2000)
+        paired.paired("exact_match", ta[k][2], tb[k][2], n_boot=2000)
     assert time.perf_counter() - t0 < 1.0
 
 
@@ -208,7 +208,7 @@ def results():
     methods = {"base": eval_result(rng, 0.3, 0.5, 0.4), "full": eval_result(rng, 0.9, 0.5, 0.9, seeds=(0, 1)),
                "promot": eval_result(rng, 0.35, 0.55, 0.85, seeds=(0, 1))}
     res = {"shots": [4], "tuned_task": "sst2", "methods": methods}
-    res["paired"] = stats.compare_methods(res, n_boot=500)
+    res["paired"] = paired.compare_methods(res, n_boot=500)
     return res
 
 
@@ -255,7 +255,7 @@ def test_markdown_report_shows_uncertainty(results):
 def test_mcnemar_table_when_one_draw_per_side():
     rng = np.random.default_rng(8)
     res = {"shots": [4], "methods": {"base": eval_result(rng, 0.3, 0.5, 0.4), "full": eval_result(rng, 0.8, 0.5, 0.9)}}
-    res["paired"] = stats.compare_methods(res, n_boot=300)
+    res["paired"] = paired.compare_methods(res, n_boot=300)
     diffs = paired_table(res, 4)
     assert "McNemar" in diffs
     p = res["paired"]["4"]["full vs base"]["tasks"]["big"]["mcnemar_p"]
@@ -297,8 +297,8 @@ def test_plot_has_error_bars(results, tmp_path, monkeypatch):
 def test_many_comparisons_split_into_tables():
     rng = np.random.default_rng(9)
     res = {"shots": [4], "methods": {m: eval_result(rng, 0.5, 0.5, 0.5) for m in ("base", "a", "b", "c", "d")}}
-    assert stats.comparisons(list(res["methods"]))[:4] == [("base", m) for m in "abcd"]
-    res["paired"] = stats.compare_methods(res, n_boot=50)
+    assert paired.comparisons(list(res["methods"]))[:4] == [("base", m) for m in "abcd"]
+    res["paired"] = paired.compare_methods(res, n_boot=50)
     assert len(res["paired"]["4"]) == 4 + 6
     diffs = paired_table(res, 4)
     heads = [line for line in diffs.splitlines() if line.startswith("| task |")]

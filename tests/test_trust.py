@@ -101,7 +101,7 @@ def test_one_decoder_ignores_the_models_generation_config():
 
 
 def test_wise_ft_moves_tied_embeddings_once():
-    from retain.evaluation.compare import interpolate
+    from retain.workflows.compare import interpolate
 
     base = load_model("tiny-random-qwen").model
     tuned = load_model("tiny-random-qwen").model

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import argparse
-
-from retain.config import add_arguments
+from retain.commands import add_command
 from retain.continual.config import ContinualConfig
 
 EPILOG = """examples:
@@ -19,12 +17,8 @@ every task seen so far is evaluated: results.json, results.md, R.png, average.pn
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("continual", help="Continual instruction tuning: switchcit, sequential, sequential-lora, replay, multitask.",
-                       description=__doc__, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", metavar="FILE", help="YAML or JSON file of options; flags given on the command line win.")
-    p.add_argument("--tasks", nargs="+", metavar="DIR", help="Task folders, learnt in this order [required].")
-    add_arguments(p, ContinualConfig)
-    p.set_defaults(func=run)
+    add_command(sub, "continual", ContinualConfig, run, description=__doc__, epilog=EPILOG, config_file=True, required=("tasks",),
+                help="Continual instruction tuning with one of the registered continual methods (see --method).")
 
 
 def run(args) -> None:
@@ -32,15 +26,15 @@ def run(args) -> None:
     import sys
 
     from retain.config import build, read_config_file
-    from retain.continual.methods import run_continual
     from retain.errors import RetainError
+    from retain.workflows.continual import run_continual
 
     file_values = read_config_file(args.config) if args.config else {}
-    tasks = args.tasks or file_values.pop("tasks", None)
-    if not tasks:
-        raise RetainError("--tasks: give at least one task folder")
     model_given = args.model is not None or "model" in file_values
     cfg = build(ContinualConfig, args, file_values, source=f"--config {args.config}")
+    tasks = cfg.tasks
+    if not tasks:
+        raise RetainError("--tasks: give at least one task folder")
     command = "retain " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     out = run_continual(cfg, list(tasks), progress=lambda m: print(m, flush=True), command=command, model_given=model_given)
     print(f"[retain] results written to {out}")

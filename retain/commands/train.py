@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import argparse
-
-from retain.config import TrainConfig, add_arguments
+from retain.commands import add_command
+from retain.config import TrainConfig
 
 EPILOG = """examples:
   retain train --model smollm2-135m --method promot --train train.jsonl --validation val.jsonl \\
@@ -16,16 +15,13 @@ for comparison. A YAML/JSON file given with --config may set any option by name.
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("train", help="Fine-tune a model (full, prompt, lora, promot, joint).", description=__doc__,
-                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", metavar="FILE", help="YAML or JSON file of options (flag names with _ or -); flags given on the command line win.")
-    add_arguments(p, TrainConfig, required=("train", "output"))
-    p.set_defaults(func=run)
+    add_command(sub, "train", TrainConfig, run, help="Fine-tune a model with one of the registered methods (see --method).",
+                description=__doc__, epilog=EPILOG, config_file=True, required=("train", "output"))
 
 
 def run(args) -> None:
     from retain.config import build, read_config_file
-    from retain.train import train
+    from retain.workflows.train import train
 
     file_values = read_config_file(args.config) if args.config else None
     cfg = build(TrainConfig, args, file_values, source=f"--config {args.config}")

@@ -7,9 +7,11 @@
 | switch.py     | the switch: feature model -> Linear-ReLU-Linear, stored instructions |
 | generation.py | greedy generation with one LoRA adapter per row (one pass)         |
 | registry.py   | a SwitchCIT registry on disk: base reference, adapters, switch     |
-| methods.py    | switchcit, sequential, sequential-lora, replay, multitask          |
+| methods.py    | ``ContinualMethod`` registry; sequential, sequential-lora, replay, multitask (``run_baseline``) |
+| switchcit.py  | SwitchCIT: a new adapter per task, the switch retrained after each |
 | measure.py    | R[i][j], average, BWT, forgetting, routing accuracy                |
 | report.py     | results.json, results.md, heatmap and line plot                    |
 
-Every method trains through ``retain.engine.run_stage``.
+Every method trains through ``retain.engine.run_stage``; the flow around them (checks, staging,
+results, registry) is ``retain.workflows.continual``.
 """

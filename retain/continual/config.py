@@ -6,14 +6,26 @@ from dataclasses import dataclass
 
 from retain.config import EngineOptions, opt
 
-CONTINUAL_METHODS = ("switchcit", "sequential", "sequential-lora", "replay", "multitask")
 SWITCH_POOLING = ("mean", "last")
+
+
+def _method_names():
+    from retain.continual.methods import names
+
+    return names()
+
+
+def _method_help():
+    from retain.continual.methods import help_text
+
+    return "Continual method: " + help_text()
 
 
 @dataclass
 class ContinualConfig(EngineOptions):
     model: str = opt("smollm2-135m", "Base model: alias (smollm2-135m; tests: tiny-random-llama, tiny-random-qwen, tiny-random-t5), a .gguf file, a local directory or a Hub id.")
-    method: str = opt("switchcit", "switchcit: one LoRA adapter per task on the frozen base + a switch that routes each input; sequential: full fine-tuning task after task; sequential-lora: one LoRA adapter trained task after task; replay: sequential with stored examples of earlier tasks mixed in; multitask: all tasks at once (upper bound).", choices=CONTINUAL_METHODS)
+    method: str = opt("switchcit", _method_help, choices=_method_names)
+    tasks: tuple = opt((), "Task folders, learnt in this order.", nargs="+", metavar="DIR")
     output: str = opt(None, "Directory to create: results (and, for switchcit, the registry). Written to a hidden sibling and renamed when complete.")
     resume_from: str | None = opt(None, "switchcit only: an existing registry to extend with --tasks (old adapters are copied byte for byte). The result replaces it unless --output is given.")
     task_config: str | None = opt(None, "YAML/JSON mapping task name -> {metric, template, max_new_tokens, constraint}; overrides a task folder's task.json. Default metric: rougeL.")

@@ -8,7 +8,7 @@ one call, with the shared prefix cached once per adapter.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from retain.evaluation.decoding import generate_texts
 

@@ -12,9 +12,9 @@ learnt). With T stages:
 from __future__ import annotations
 
 from retain.continual.tasks import Task, constraint_rate
-from retain.data import render
-from retain.evaluation.decoding import generate_texts
+from retain.data import TaskFormat, render
 from retain.evaluation import stats
+from retain.evaluation.harness import evaluate_tuned
 from retain.evaluation.metrics import score
 
 
@@ -37,13 +37,12 @@ def task_scores(task: Task, preds: list[str], n: int) -> dict:
 
 
 def evaluate_plain(model, tokenizer, tasks: list[Task], *, is_seq2seq: bool, n: int, max_new: dict, batch_size: int) -> dict:
-    """One model for every task (the baselines)."""
+    """One model for every task (the baselines): each task scored by the tuned-task evaluator of ``retain eval``."""
     results = {}
     for task in tasks:
-        _, prompts, _ = eval_items(task, n)
-        preds = generate_texts(model, tokenizer, prompts, is_seq2seq=is_seq2seq, max_new_tokens=max_new[task.name],
-                               batch_size=batch_size)
-        results[task.name] = task_scores(task, preds, n)
+        r = evaluate_tuned(model, tokenizer, task.validation[:n], TaskFormat(task.template, None, is_seq2seq), task.metric,
+                           is_seq2seq=is_seq2seq, max_new_tokens=max_new[task.name], batch_size=batch_size, desc=task.name)
+        results[task.name] = task_scores(task, r["predictions"], n)
     return results
 
 

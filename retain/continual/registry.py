@@ -129,9 +129,9 @@ def load_registry(path, *, base: str | None = None, verify: bool = True) -> Regi
     """Load a registry; ``base`` overrides the recorded base model spec (its weights must match)."""
     from peft import PeftModel
 
+    from retain.artifacts import verify_manifest
     from retain.continual.switch import Switch
     from retain.models import load_model
-    from retain.run import verify_manifest
 
     path = Path(path)
     info = read_info(path)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
+
+from retain.artifacts import write_json, write_text
 
 
 def _fmt(x, digits: int = 1) -> str:
@@ -12,8 +13,8 @@ def _fmt(x, digits: int = 1) -> str:
 
 def write_results(root: Path, results: dict, *, title: str | None = None) -> None:
     root = Path(root)
-    (root / "results.json").write_text(json.dumps(results, indent=2))
-    (root / "results.md").write_text(markdown(results, title=title))
+    write_json(root / "results.json", results)
+    write_text(root / "results.md", markdown(results, title=title))
     plot_matrix(results, root / "R.png")
     plot_average(results, root / "average.png")
 
@@ -42,7 +43,7 @@ def markdown(res: dict, *, title: str | None = None) -> str:
             lines.append(f"* {name}: outputs meeting the constraint after each stage (%): " + ", ".join(_fmt(v) for v in values))
     routing = res.get("routing")
     if routing:
-        lines += [f"* routing accuracy per stage (%): " + ", ".join(_fmt(r["accuracy"]) for r in routing),
+        lines += ["* routing accuracy per stage (%): " + ", ".join(_fmt(r["accuracy"]) for r in routing),
                   "", "Final routing confusion (rows: true task, columns: routed to):", "",
                   "| true \\ routed | " + " | ".join(routing[-1]["labels"]) + " |", "|---" * (len(routing[-1]["labels"]) + 1) + "|"]
         for name, row in zip(routing[-1]["rows"], routing[-1]["confusion"]):

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 
+from retain.artifacts import write_json
 from retain.continual.config import SWITCH_POOLING
 from retain.errors import RetainError
 from retain.tokens import pad_right, prompt_ids, special_affixes, text_ids
@@ -199,14 +200,14 @@ class Switch:
 
         folder.mkdir(parents=True, exist_ok=True)
         save_file({k: v.contiguous() for k, v in self.net.state_dict().items()}, str(folder / SWITCH_WEIGHTS))
-        (folder / SWITCH_INFO).write_text(json.dumps({**self.info, "tasks": self.tasks, "hidden": self.hidden}, indent=2))
+        write_json(folder / SWITCH_INFO, {**self.info, "tasks": self.tasks, "hidden": self.hidden})
         with open(folder / STORED, "w") as f:
             for name in self.tasks:
                 for text in self.stored[name]:
                     f.write(json.dumps({"task": name, "input": text}) + "\n")
 
     @classmethod
-    def load(cls, folder: Path) -> "Switch":
+    def load(cls, folder: Path) -> Switch:
         from safetensors.torch import load_file
 
         info = json.loads((folder / SWITCH_INFO).read_text())

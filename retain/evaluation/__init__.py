@@ -3,4 +3,4 @@
 from retain.evaluation.decoding import generate_texts
 from retain.evaluation.metrics import METRICS, normalize, score
 
-__all__ = ["generate_texts", "score", "normalize", "METRICS"]
+__all__ = ["METRICS", "generate_texts", "normalize", "score"]

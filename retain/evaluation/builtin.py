@@ -20,19 +20,7 @@ import random
 SEED = 2026
 
 # Common English words (4-8 letters, lower case).
-WORDS = """
-apple house water green table chair river money paper music train plant light
-night world story woman child heart dream horse smile bread stone cloud field
-glass grass beach flower garden window winter summer spring autumn friend family
-doctor farmer market street school letter number animal orange yellow purple
-silver golden forest island planet rocket castle bridge mirror pocket basket
-candle butter cheese cookie dinner kitten monkey rabbit turtle spider tiger
-zebra camel eagle shark whale lemon mango peach melon onion carrot potato tomato
-pepper salad pizza pasta coffee juice honey sugar salt chalk brush pencil eraser
-ruler clock watch phone radio camera guitar piano drum violin trumpet ticket
-jacket shirt skirt dress glove scarf boots socks pillow blanket carpet ladder
-hammer shovel bucket bottle kettle spoon knife plate bowl cup wagon truck
-""".split()
+WORDS = ["apple", "house", "water", "green", "table", "chair", "river", "money", "paper", "music", "train", "plant", "light", "night", "world", "story", "woman", "child", "heart", "dream", "horse", "smile", "bread", "stone", "cloud", "field", "glass", "grass", "beach", "flower", "garden", "window", "winter", "summer", "spring", "autumn", "friend", "family", "doctor", "farmer", "market", "street", "school", "letter", "number", "animal", "orange", "yellow", "purple", "silver", "golden", "forest", "island", "planet", "rocket", "castle", "bridge", "mirror", "pocket", "basket", "candle", "butter", "cheese", "cookie", "dinner", "kitten", "monkey", "rabbit", "turtle", "spider", "tiger", "zebra", "camel", "eagle", "shark", "whale", "lemon", "mango", "peach", "melon", "onion", "carrot", "potato", "tomato", "pepper", "salad", "pizza", "pasta", "coffee", "juice", "honey", "sugar", "salt", "chalk", "brush", "pencil", "eraser", "ruler", "clock", "watch", "phone", "radio", "camera", "guitar", "piano", "drum", "violin", "trumpet", "ticket", "jacket", "shirt", "skirt", "dress", "glove", "scarf", "boots", "socks", "pillow", "blanket", "carpet", "ladder", "hammer", "shovel", "bucket", "bottle", "kettle", "spoon", "knife", "plate", "bowl", "cup", "wagon", "truck"]
 
 # Words with their plural; regular and irregular.
 PLURALS = {

@@ -37,8 +37,8 @@ from __future__ import annotations
 import copy
 import weakref
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Sequence
 
 import torch
 from tqdm.auto import tqdm
@@ -78,9 +78,12 @@ ANSWER_MARGIN = 4
 ANSWER_CAP = 256
 
 
-def answer_budget(tokenizer, outputs, cap: int = ANSWER_CAP) -> int:
-    """The generation length rule, one copy: the longest reference answer (first 2000, as generated after
-    the prompt: with a leading space) in tokens, + 4, at most ``cap``."""
+def answer_budget(tokenizer, outputs, cap: int = ANSWER_CAP, *, given: int | None = None) -> int:
+    """The generation length rule, one copy: ``given`` when set (a flag or a task's own value), else the
+    longest reference answer (first 2000, as generated after the prompt: with a leading space) in tokens,
+    + 4, at most ``cap``."""
+    if given:
+        return given
     longest = max((len(text_ids(tokenizer, " " + o)) for o in list(outputs)[:2000]), default=0)
     return min(longest + ANSWER_MARGIN, cap)
 
@@ -187,7 +190,7 @@ def _answer(tokenizer, ids: list[int], first_line: bool) -> str:
 
 
 # -------------------------------------------------------------- causal engine
-_PADDING_OK: "weakref.WeakKeyDictionary[torch.nn.Module, bool]" = weakref.WeakKeyDictionary()
+_PADDING_OK: weakref.WeakKeyDictionary[torch.nn.Module, bool] = weakref.WeakKeyDictionary()
 
 
 @torch.no_grad()

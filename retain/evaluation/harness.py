@@ -30,7 +30,10 @@ from __future__ import annotations
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 
+from retain.data import render
+from retain.distributed import gather_sharded
 from retain.evaluation import icl, stats
 from retain.evaluation.decoding import DECODING, answer_budget
 from retain.evaluation.metrics import is_classification, normalize, score
@@ -88,15 +91,13 @@ def format_counts(space: OutputSpace | None, predictions: list[str], references)
 
 # ------------------------------------------------------------------ tasks
 def max_new_tokens_for(task: Task, tokenizer) -> int:
-    if task.max_new_tokens:
-        return task.max_new_tokens
-    return answer_budget(tokenizer, [e["output"] for e in task.examples], cap=128)
+    return answer_budget(tokenizer, [e["output"] for e in task.examples], cap=128, given=task.max_new_tokens)
 
 
 def evaluate_task(model, tokenizer, task: Task, k: int, *, seed: int = 0, max_shots: int | None = None,
                   is_seq2seq: bool = False, engine: str = "fast", batch_size: int = 32, progress: bool = False) -> dict:
     """Score one task k-shot; returns score, inputs, predictions, references."""
-    test, pool = task.split(seed, max(max_shots or k, k))
+    test, _pool = task.split(seed, max(max_shots or k, k))
     demos = task.demos(seed, k, max(max_shots or k, k))
     prefix = task.prefix(demos)
     suffixes = [task.query(x) for x in test]
@@ -123,19 +124,24 @@ def evaluate_task(model, tokenizer, task: Task, k: int, *, seed: int = 0, max_sh
 
 
 def evaluate_tuned(model, tokenizer, examples: list[dict], fmt, metric: str, *, is_seq2seq: bool, max_new_tokens: int,
-                   engine: str = "fast", batch_size: int = 32, progress: bool = False) -> dict:
-    """Score the tuned task in its own format: template (and one-shot prefix), no other demonstrations."""
-    prefix = fmt.shot_prefix()
-    from retain.data import render
+                   engine: str = "fast", batch_size: int = 32, progress: bool = False, shard: bool = False,
+                   desc: str = "tuned task") -> dict:
+    """Score a tuned task in its own format: template (and one-shot prefix), no other demonstrations.
 
+    The one tuned-task scorer: ``retain eval``/``compare``, checkpoint selection while training (``shard``:
+    the items are shared out over the processes of a distributed run) and the continual baselines."""
+    prefix = fmt.shot_prefix()
     suffixes = [render(fmt.template, e) for e in examples]
     refs = [e.get("references") or e["output"] for e in examples]
-    if engine == "fast":
-        preds = icl.generate_shared(model, tokenizer, prefix, suffixes, is_seq2seq=is_seq2seq, max_new_tokens=max_new_tokens,
-                                    batch_size=batch_size, progress=progress, desc="tuned task")
-    else:
-        preds = icl.generate_simple(model, tokenizer, [prefix + s for s in suffixes], is_seq2seq=is_seq2seq,
-                                    max_new_tokens=max_new_tokens, progress=progress, desc="tuned task")
+
+    def generate(part: list[str]) -> list[str]:
+        if engine == "fast":
+            return icl.generate_shared(model, tokenizer, prefix, part, is_seq2seq=is_seq2seq, max_new_tokens=max_new_tokens,
+                                       batch_size=batch_size, progress=progress, desc=desc)
+        return icl.generate_simple(model, tokenizer, [prefix + s for s in part], is_seq2seq=is_seq2seq,
+                                   max_new_tokens=max_new_tokens, progress=progress, desc=desc)
+
+    preds = gather_sharded(suffixes, generate) if shard else generate(suffixes)
     return {"score": round(score(metric, preds, refs), 4), "predictions": preds, "references": refs, "n": len(examples),
             "inputs": [e["input"] for e in examples]}
 
@@ -228,7 +234,7 @@ def suite_table(results: dict, k: int) -> str:
 
 
 def evaluate_all(suite_model, tokenizer, tasks: list[Task], shots: list[int], *, is_seq2seq: bool = False,
-                 tuned_model=None, tuned: "TunedSpec | None" = None, space: OutputSpace | None = None,
+                 tuned_model=None, tuned: TunedSpec | None = None, space: OutputSpace | None = None,
                  suite_prompt: bool = False, tuned_prompt: bool = False, seed: int = 0, engine: str = "fast",
                  batch_size: int = 32, progress: bool = False, trials: int = 1, train_seed: int = 0) -> dict:
     """The suite (k-shot, with ``suite_model``) and the tuned task (with ``tuned_model``), with standard errors."""
@@ -247,6 +253,14 @@ def evaluate_all(suite_model, tokenizer, tasks: list[Task], shots: list[int], *,
                         "examples": [{"prediction": p, "reference": ref} for p, ref in list(zip(r["predictions"], r["references"]))[:5]]}
     res["output_space"] = space.describe() if space is not None else None
     return stats.attach_summaries(res)
+
+
+def tuned_task_name(train_file) -> str:
+    """A readable name for the tuned task: the file's stem, or its folder's for train.jsonl."""
+    if not train_file:
+        return "tuned"
+    p = Path(train_file).resolve()
+    return (p.parent.name if p.stem in ("train", "training") else p.stem) or "tuned"
 
 
 @dataclass

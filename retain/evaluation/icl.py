@@ -15,11 +15,19 @@ import torch
 from tqdm.auto import tqdm
 
 from retain.data import target_text
-from retain.evaluation.decoding import (Prefix, common_prefix, decode_causal, decode_seq2seq, device_of, generate_simple,
-                                        groups, split_soft_prompt)
+from retain.evaluation.decoding import (
+    Prefix,
+    common_prefix,
+    decode_causal,
+    decode_seq2seq,
+    device_of,
+    generate_simple,
+    groups,
+    split_soft_prompt,
+)
 from retain.tokens import context_ids, prompt_ids, text_ids
 
-__all__ = ["generate_shared", "generate_simple", "loglik_shared", "loglik_simple", "common_prefix", "split_soft_prompt"]
+__all__ = ["common_prefix", "generate_shared", "generate_simple", "loglik_shared", "loglik_simple", "split_soft_prompt"]
 
 
 def _ids(tokenizer, text: str) -> list[int]:

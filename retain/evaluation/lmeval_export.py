@@ -25,6 +25,7 @@ from pathlib import Path
 from retain.evaluation.harness import max_new_tokens_for
 from retain.evaluation.suite import SEPARATOR, Task
 
+
 def hflm_kwargs(tokenizer) -> dict:
     """Keyword arguments for lm-eval's ``HFLM`` that make it add the special tokens retain adds."""
     from retain.tokens import special_affixes

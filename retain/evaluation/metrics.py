@@ -47,8 +47,8 @@ import re
 import string
 import sys
 import unicodedata
-from functools import lru_cache
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from functools import cache, lru_cache
 
 METRICS = ("accuracy", "exact_match", "bleu", "chrf", "rouge1", "rouge2", "rougeL")
 CORPUS_METRICS = ("bleu", "chrf")
@@ -128,7 +128,7 @@ def canonical(text: str, options: str | Iterable[str] = ()) -> str:
 
 def _first_words(text: str, n: int) -> str:
     """The first n whitespace-separated words of ``text`` with the white space between them."""
-    m = re.match(r"\S+(?:\s+\S+){%d}" % (n - 1), text)
+    m = re.match(rf"\S+(?:\s+\S+){{{n - 1}}}", text)
     return m.group(0) if m else text
 
 
@@ -198,7 +198,7 @@ class UnicodeTokenizer:
         return [self._stemmer.stem(t) if len(t) > 3 and t.isascii() else t for t in tokens]
 
 
-@lru_cache(maxsize=None)
+@cache
 def _rouge_scorer(metric: str):
     from rouge_score import rouge_scorer
 

@@ -20,7 +20,7 @@ Figures read, for each method's eval result (written by the harness,
 * ``norm_avg_summary[k]``: ``{"score", "se", "n_tasks"}``
 * ``tuned["summary"]``: like a task summary
 
-and ``results["paired"]`` (``retain.evaluation.stats.compare_methods``). Missing
+and ``results["paired"]`` (``retain.evaluation.paired.compare_methods``). Missing
 summaries are computed from ``units`` when present; with neither, the bare
 ``scores``/``norm_avg``/``tuned["score"]`` of older results are shown without
 an error. Missing ``paired`` is computed from the units when present.
@@ -30,7 +30,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from retain.evaluation.stats import SMALL_N, WARN, comparison_key, comparisons
+from retain.evaluation.paired import comparison_key, comparisons
+from retain.evaluation.stats import SMALL_N, WARN
 
 
 def _f(v) -> str:
@@ -113,7 +114,7 @@ def _paired(results: dict) -> dict | None:
     if results.get("paired") is not None:
         return results["paired"]
     if any(r.get("units") for ev in results["methods"].values() for r in (ev.get("tasks") or {}).values()):
-        from retain.evaluation.stats import compare_methods
+        from retain.evaluation.paired import compare_methods
 
         return compare_methods(results)
     return None

@@ -164,65 +164,82 @@ def _load_yaml(path: Path, examples: int | None, flag: str) -> list[Task]:
     tasks, names = [], set()
     for i, entry in enumerate(doc["tasks"]):
         line = lines[i] if i < len(lines) else None
-        loc = lambda f: where(path, line, f)  # noqa: E731
         if not isinstance(entry, dict):
             raise RetainError(f"{where(path, line)}: task {i + 1} must be a mapping")
-        unknown = set(entry) - _TASK_KEYS
-        if unknown:
-            raise RetainError(f"{loc(sorted(unknown)[0])} is not a task option (options: {', '.join(sorted(_TASK_KEYS))})")
-        for key in ("name", "data"):
-            if not isinstance(entry.get(key), str) or not entry[key]:
-                raise RetainError(f"{loc(key)} is missing or not a string")
-        name = entry["name"]
-        if name in names:
-            raise RetainError(f"{loc('name')}: task '{name}' appears twice")
-        names.add(name)
-        data = Path(entry["data"])
-        if not data.is_absolute():
-            data = path.parent / data
-        template = entry.get("template", DEFAULT_TEMPLATE)
-        if not isinstance(template, str):
-            raise RetainError(f"{loc('template')} must be a string")
-        try:
-            template = check_template(template, flag=loc("template"))
-        except RetainError:
-            raise
-        metric = entry.get("metric", "auto")
-        if metric != "auto" and metric not in METRICS:
-            raise RetainError(f"{loc('metric')}: unknown metric '{metric}' (choose from auto, {', '.join(METRICS)})")
-        match = entry.get("match")
-        match = [] if match is None else [match] if isinstance(match, str) else match
-        if not isinstance(match, list) or not all(isinstance(m, str) for m in match):
-            raise RetainError(f"{loc('match')} must be an option name or a list of them ({', '.join(LENIENCY)})")
-        bad = [m for m in match if m not in LENIENCY]
-        if bad:
-            raise RetainError(f"{loc('match')}: unknown option '{bad[0]}' (choose from {', '.join(LENIENCY)})")
-        if match and metric != "auto" and metric not in MATCH_METRICS:
-            raise RetainError(f"{loc('match')}: applies to {' and '.join(MATCH_METRICS)} only, not to metric '{metric}'")
-        mode = entry.get("mode", "generate")
-        if mode not in MODES:
-            raise RetainError(f"{loc('mode')}: unknown mode '{mode}' (choose from {', '.join(MODES)})")
-        shots = entry.get("shots", default_shots)
-        if shots is not None:
-            shots = [shots] if isinstance(shots, int) else shots
-            if not isinstance(shots, list) or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in shots):
-                raise RetainError(f"{loc('shots')} must be a non-negative integer or a list of them")
-        n = entry.get("examples", default_n if examples is None else examples)
-        if not isinstance(n, int) or isinstance(n, bool) or n <= 0:
-            raise RetainError(f"{loc('examples')} must be a positive integer")
-        choices = entry.get("choices")
-        if choices is not None and (not isinstance(choices, list) or not all(isinstance(c, str) for c in choices) or len(choices) < 2):
-            raise RetainError(f"{loc('choices')} must be a list of at least two strings")
-        mnt = entry.get("max_new_tokens")
-        if mnt is not None and (not isinstance(mnt, int) or mnt <= 0):
-            raise RetainError(f"{loc('max_new_tokens')} must be a positive integer")
-        fields = template_fields(template)
-        rows = load_jsonl(data, fields=fields, flag=loc("data"))
-        if mode == "loglik" and choices is None and not all(isinstance(r.get("choices"), list) for r in rows):
-            raise RetainError(f"{loc('mode')}: loglik needs 'choices' on the task or a 'choices' list on every row of {data}")
-        tasks.append(Task(name, rows, template=template, metric=metric, mode=mode, shots=shots, n=n,
-                          choices=choices, max_new_tokens=mnt, source=str(path), match=tuple(match)))
+        tasks.append(_task_from_entry(path, entry, line, names, default_shots,
+                                      default_n if examples is None else examples))
     return tasks
+
+
+def _task_from_entry(path: Path, entry: dict, line: int | None, names: set, default_shots, default_n) -> Task:
+    """One task of a YAML suite: its entry checked (``names``: the task names so far, this one is added), its rows read."""
+    loc = lambda f: where(path, line, f)
+    unknown = set(entry) - _TASK_KEYS
+    if unknown:
+        raise RetainError(f"{loc(sorted(unknown)[0])} is not a task option (options: {', '.join(sorted(_TASK_KEYS))})")
+    for key in ("name", "data"):
+        if not isinstance(entry.get(key), str) or not entry[key]:
+            raise RetainError(f"{loc(key)} is missing or not a string")
+    name = entry["name"]
+    if name in names:
+        raise RetainError(f"{loc('name')}: task '{name}' appears twice")
+    names.add(name)
+    data = Path(entry["data"])
+    if not data.is_absolute():
+        data = path.parent / data
+    template = entry.get("template", DEFAULT_TEMPLATE)
+    if not isinstance(template, str):
+        raise RetainError(f"{loc('template')} must be a string")
+    try:
+        template = check_template(template, flag=loc("template"))
+    except RetainError:
+        raise
+    metric = entry.get("metric", "auto")
+    if metric != "auto" and metric not in METRICS:
+        raise RetainError(f"{loc('metric')}: unknown metric '{metric}' (choose from auto, {', '.join(METRICS)})")
+    match = _entry_match(entry.get("match"), metric, loc)
+    mode = entry.get("mode", "generate")
+    if mode not in MODES:
+        raise RetainError(f"{loc('mode')}: unknown mode '{mode}' (choose from {', '.join(MODES)})")
+    shots, n, choices, mnt = _entry_sizes(entry, loc, default_shots, default_n)
+    fields = template_fields(template)
+    rows = load_jsonl(data, fields=fields, flag=loc("data"))
+    if mode == "loglik" and choices is None and not all(isinstance(r.get("choices"), list) for r in rows):
+        raise RetainError(f"{loc('mode')}: loglik needs 'choices' on the task or a 'choices' list on every row of {data}")
+    return Task(name, rows, template=template, metric=metric, mode=mode, shots=shots, n=n,
+                choices=choices, max_new_tokens=mnt, source=str(path), match=tuple(match))
+
+
+def _entry_match(match, metric: str, loc) -> list:
+    """A task entry's ``match``: a list of LENIENCY names, for a metric that uses them."""
+    match = [] if match is None else [match] if isinstance(match, str) else match
+    if not isinstance(match, list) or not all(isinstance(m, str) for m in match):
+        raise RetainError(f"{loc('match')} must be an option name or a list of them ({', '.join(LENIENCY)})")
+    bad = [m for m in match if m not in LENIENCY]
+    if bad:
+        raise RetainError(f"{loc('match')}: unknown option '{bad[0]}' (choose from {', '.join(LENIENCY)})")
+    if match and metric != "auto" and metric not in MATCH_METRICS:
+        raise RetainError(f"{loc('match')}: applies to {' and '.join(MATCH_METRICS)} only, not to metric '{metric}'")
+    return match
+
+
+def _entry_sizes(entry: dict, loc, default_shots, default_n) -> tuple:
+    """A task entry's (shots, examples, choices, max_new_tokens), checked in that order."""
+    shots = entry.get("shots", default_shots)
+    if shots is not None:
+        shots = [shots] if isinstance(shots, int) else shots
+        if not isinstance(shots, list) or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in shots):
+            raise RetainError(f"{loc('shots')} must be a non-negative integer or a list of them")
+    n = entry.get("examples", default_n)
+    if not isinstance(n, int) or isinstance(n, bool) or n <= 0:
+        raise RetainError(f"{loc('examples')} must be a positive integer")
+    choices = entry.get("choices")
+    if choices is not None and (not isinstance(choices, list) or not all(isinstance(c, str) for c in choices) or len(choices) < 2):
+        raise RetainError(f"{loc('choices')} must be a list of at least two strings")
+    mnt = entry.get("max_new_tokens")
+    if mnt is not None and (not isinstance(mnt, int) or mnt <= 0):
+        raise RetainError(f"{loc('max_new_tokens')} must be a positive integer")
+    return shots, n, choices, mnt
 
 
 def _task_lines(text: str) -> list[int]:

@@ -1,0 +1,120 @@
+"""``run_stage``: one training stage of any method, as one ``transformers.Trainer`` run."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+from transformers import Trainer, TrainingArguments
+
+from retain.engine.callbacks import BestCheckpoint, LogCallback
+from retain.engine.checkpoints import last_checkpoint
+from retain.engine.interrupt import Interrupted, catch_sigint
+from retain.engine.packing import collator, packing_is_exact, virtual_tokens
+from retain.engine.trainer import StageTrainer
+from retain.errors import RetainError
+from retain.methods import Stage, param_groups, prepare
+
+
+def training_arguments(cfg, stage_dir: Path, steps: int, lr: float, grouped: bool) -> TrainingArguments:
+    """The Trainer's arguments for one stage, from the engine options (``retain.config.EngineOptions``)."""
+    return TrainingArguments(
+        output_dir=str(stage_dir),
+        max_steps=steps,
+        learning_rate=lr,
+        per_device_train_batch_size=cfg.batch_size,
+        gradient_accumulation_steps=cfg.grad_accum,
+        lr_scheduler_type=cfg.scheduler,
+        warmup_steps=cfg.warmup_steps,
+        weight_decay=cfg.weight_decay,
+        label_smoothing_factor=0.0,  # applied in StageTrainer.compute_loss (the Trainer's smoother breaks seq2seq)
+        optim=cfg.optim,
+        logging_steps=cfg.log_every,
+        logging_nan_inf_filter=False,
+        save_strategy="steps" if cfg.save_every else "no",
+        save_steps=cfg.save_every or 1,
+        save_total_limit=1,
+        report_to=[],
+        seed=cfg.seed,
+        use_cpu=not torch.cuda.is_available(),
+        remove_unused_columns=False,
+        dataloader_num_workers=0,
+        ddp_find_unused_parameters=False,
+        disable_tqdm=False,
+        train_sampling_strategy="group_by_length" if grouped else "random",
+        include_num_input_tokens_seen="non_padding",  # real tokens trained on, in run.json
+    )
+
+
+def optimizer(model, args: TrainingArguments, cfg, lr: float, prompt_lr: float):
+    """The Trainer's optimizer class and options, over parameter groups (the soft prompt at its own rate)."""
+    opt_cls, opt_kwargs = Trainer.get_optimizer_cls_and_kwargs(args, model)
+    opt_kwargs = {k: v for k, v in opt_kwargs.items() if k != "lr"}
+    groups = param_groups(model, lr, prompt_lr)
+    for g in groups:
+        g.setdefault("weight_decay", cfg.weight_decay)
+    return opt_cls(groups, lr=lr, **opt_kwargs)
+
+
+def _raise_if_stopped(trainer: StageTrainer, stage: Stage, stage_dir: Path, log, resumable: bool) -> None:
+    if trainer.bad_step is not None:
+        kept = last_checkpoint(stage_dir)
+        log({"event": "nonfinite_loss", "step": trainer.bad_step})
+        raise RetainError(
+            f"stage {stage.name}: the loss became NaN/inf at step {trainer.bad_step}; training stopped"
+            + (f"; last good checkpoint kept in {kept} (lower the learning rate, then rerun with --resume)"
+               if kept and resumable else " (lower the learning rate)")
+        )
+    if trainer.stopped_by_interrupt:
+        kept = last_checkpoint(stage_dir)
+        log({"event": "interrupted", "step": trainer.state.global_step})
+        raise Interrupted(
+            f"interrupted (Ctrl-C) in stage {stage.name} at step {trainer.state.global_step}"
+            + ((f"; checkpoint kept in {kept}: rerun the same command with --resume to continue" if kept
+                else "; no checkpoint was kept") if resumable else "; nothing was written")
+        )
+
+
+def run_stage(model, tokenizer, stage: Stage, *, rows: list[dict], steps: int, lr: float, prompt_lr: float,
+              cfg, stage_dir: Path, evaluate=None, log=lambda e: None, resume: bool = False,
+              resumable: bool = True) -> dict:
+    """Train one stage; return its record (steps, evaluations, best step, wall time).
+
+    What trains is decided only by ``requires_grad`` (``retain.methods.prepare``). ``evaluate(model) ->
+    score``: the tuned-task metric, every ``cfg.eval_every`` steps; the best trainable weights are kept and
+    restored at the end. ``resumable``: the caller keeps checkpoints for ``--resume`` (``retain train``);
+    otherwise failure messages do not point at checkpoints or ``--resume``.
+    """
+    prepare(model, stage)
+    n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    stage_dir.mkdir(parents=True, exist_ok=True)
+    causal = not getattr(getattr(model, "config", None), "is_encoder_decoder", False)
+    virtual = virtual_tokens(model)
+    packed = causal and not virtual and getattr(cfg, "packing", True) and packing_is_exact(model)
+    grouped = bool(getattr(cfg, "group_by_length", False)) and not packed
+    args = training_arguments(cfg, stage_dir, steps, lr, grouped)
+    best = BestCheckpoint(evaluate, cfg.eval_every if evaluate else 0, steps, stage_dir, log)
+    trainer = StageTrainer(model=model, args=args, train_dataset=rows, data_collator=collator(tokenizer, packed),
+                           optimizers=(optimizer(model, args, cfg, lr, prompt_lr), None), callbacks=[best, LogCallback(log)],
+                           selective_loss=causal, virtual_tokens=virtual, label_smoothing=cfg.label_smoothing)
+    ckpt = last_checkpoint(stage_dir) if resume else None
+    log({"event": "stage_start", "stage": stage.name, "trains": stage.trains, "steps": steps, "lr": lr,
+         "trainable_parameters": n_train, "packed": packed, "grouped_by_length": grouped,
+         "resumed_from": str(ckpt.name) if ckpt else None})
+    t0 = time.time()
+    with catch_sigint(trainer):
+        result = trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
+    _raise_if_stopped(trainer, stage, stage_dir, log, resumable)
+    best.restore(model)
+    record = {
+        "stage": stage.name, "trains": stage.trains, "steps": steps, "learning_rate": lr,
+        "prompt_learning_rate": prompt_lr if stage.trains_prompt else None,
+        "trainable_parameters": n_train, "packed": packed, "grouped_by_length": grouped,
+        "train_loss": round(float(result.training_loss), 6),
+        "input_tokens": int(trainer.state.num_input_tokens_seen),
+        "evaluations": best.evals, "best": best.best, "wall_time_s": round(time.time() - t0, 2),
+        "resumed_from": ckpt.name if ckpt else None,
+    }
+    model.requires_grad_(False)
+    return record

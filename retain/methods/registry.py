@@ -1,0 +1,171 @@
+"""Fine-tuning methods as typed data, declared once and registered by name.
+
+A ``Method`` is a sequence of ``Stage``s. A stage names the *parts* it trains (``model``: the base
+weights; ``prompt``: a PEFT soft prompt; ``lora``: PEFT LoRA adapters) and the ``TrainConfig`` fields
+its budget reads: the optimizer steps, the learning rate of the model/LoRA weights (a chain of fields,
+the first one set wins, then the stage's default) and the soft prompt's learning rate. The parts a
+method attaches, the artifacts a run writes, the CLI's ``--method`` choices, ``retain compare``'s names
+(``NAME`` and ``NAME-1shot``) and the table in docs/METHODS.md all derive from here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from retain.errors import RetainError
+
+PARTS = ("model", "prompt", "lora")  # what a stage can train
+ADAPTER_PARTS = ("prompt", "lora")  # parts attached to the base (PEFT); "model" is the base itself
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One training stage: what trains, and which ``TrainConfig`` fields set its budget."""
+
+    name: str
+    parts: tuple[str, ...]
+    steps: str = "max_steps"  # the TrainConfig field with this stage's optimizer steps
+    lr: tuple[str, ...] = ("lr",)  # fields tried in order for the model/LoRA learning rate
+    default_lr: float | None = None  # when none of ``lr`` is set
+    prompt_lr: tuple[str, ...] = ("stage1_lr",)  # fields tried in order for the soft prompt's learning rate
+
+    def __post_init__(self):
+        if isinstance(self.parts, str):  # Stage("x", "prompt+model")
+            object.__setattr__(self, "parts", tuple(self.parts.split("+")))
+        bad = [p for p in self.parts if p not in PARTS]
+        if not self.parts or bad:
+            raise ValueError(f"stage {self.name!r}: parts must be some of {PARTS}, got {self.parts!r}")
+
+    @property
+    def trains(self) -> str:
+        """The parts as one label (``prompt+model``), as written in run.json and the training log."""
+        return "+".join(self.parts)
+
+    @property
+    def trains_prompt(self) -> bool:
+        return "prompt" in self.parts
+
+    @property
+    def trains_model(self) -> bool:
+        return "model" in self.parts
+
+    @property
+    def trains_lora(self) -> bool:
+        return "lora" in self.parts
+
+    def budget(self, cfg) -> tuple[int, float, float]:
+        """(steps, model/LoRA learning rate, prompt learning rate) read from a ``TrainConfig``."""
+        lr = _first(cfg, self.lr, self.default_lr)
+        if lr is None:
+            raise ValueError(f"stage {self.name!r}: no learning rate (fields {self.lr} unset and no default)")
+        return getattr(cfg, self.steps), lr, _first(cfg, self.prompt_lr, lr)
+
+    def fields(self) -> tuple[str, ...]:
+        """Every ``TrainConfig`` field this stage's budget reads."""
+        return tuple(dict.fromkeys((self.steps, *self.lr, *(self.prompt_lr if self.trains_prompt else ()))))
+
+
+def _first(cfg, names: tuple[str, ...], default):
+    """The first of these config fields that is set, else ``default``."""
+    return next((getattr(cfg, f) for f in names if getattr(cfg, f) is not None), default)
+
+
+@dataclass(frozen=True)
+class Method:
+    """A fine-tuning method: its stages, in order, and a one-line description for ``--help``."""
+
+    name: str
+    help: str
+    stages: tuple[Stage, ...]
+    one_shot: bool = True  # ``retain compare`` offers NAME-1shot (the --one-shot variant)
+
+    def __post_init__(self):
+        if not self.name or "@" in self.name or self.name.endswith("-1shot") or self.name in RESERVED:
+            raise ValueError(f"method name {self.name!r} is not allowed")
+        if not self.stages:
+            raise ValueError(f"method {self.name!r} has no stages")
+        if len({s.name for s in self.stages}) != len(self.stages):
+            raise ValueError(f"method {self.name!r}: stage names must differ (they name checkpoint folders)")
+        if "prompt" in self.parts and "lora" in self.parts:
+            raise ValueError(f"method {self.name!r}: a soft prompt and LoRA in one run are not supported")
+
+    @property
+    def parts(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(p for s in self.stages for p in s.parts))
+
+    @property
+    def uses_prompt(self) -> bool:
+        return "prompt" in self.parts
+
+    @property
+    def uses_lora(self) -> bool:
+        return "lora" in self.parts
+
+    @property
+    def changes_base(self) -> bool:
+        return "model" in self.parts
+
+    @property
+    def artifacts(self) -> tuple[str, ...]:
+        """Folders of the run directory: ``prompt/``, ``lora/`` (PEFT adapters), ``model/`` (changed base)."""
+        return tuple(a for a, used in (("lora", self.uses_lora), ("model", self.changes_base), ("prompt", self.uses_prompt)) if used)
+
+    def fields(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(f for s in self.stages for f in s.fields()))
+
+
+RESERVED = ("base", "wise-ft")  # retain compare's own names
+class Registry:
+    """Named entries (anything with ``.name`` and ``.help``), in registration order; the fine-tuning methods
+    here and the continual methods (``retain.continual.methods``) are each one."""
+
+    def __init__(self, kind: str):
+        self.kind, self._items = kind, {}
+
+    def register(self, item):
+        """Add an entry (an error if the name is taken); returns it."""
+        if item.name in self._items:
+            raise ValueError(f"{self.kind} {item.name!r} is already registered")
+        self._items[item.name] = item
+        return item
+
+    def unregister(self, name: str) -> None:
+        self._items.pop(name, None)
+
+    def names(self) -> tuple[str, ...]:
+        return tuple(self._items)
+
+    def values(self) -> list:
+        return list(self._items.values())
+
+    def get(self, name: str, flag: str = "--method"):
+        if name not in self._items:
+            raise RetainError(f"{flag}: unknown {self.kind} '{name}' (choose from {', '.join(self._items)})")
+        return self._items[name]
+
+    def help_text(self) -> str:
+        """A flag's help: every entry with its description."""
+        return "; ".join(f"{m.name}: {m.help}" for m in self._items.values()) + "."
+
+
+METHODS = Registry("method")
+register, unregister, names, get, help_text = METHODS.register, METHODS.unregister, METHODS.names, METHODS.get, METHODS.help_text
+
+
+def compare_names() -> tuple[str, ...]:
+    """Every name ``retain compare --methods`` accepts for a trained method."""
+    return tuple(n for m in METHODS.values() for n in ((m.name, f"{m.name}-1shot") if m.one_shot else (m.name,)))
+
+
+def markdown_table() -> str:
+    """The methods table of docs/METHODS.md (a test checks that the document holds it)."""
+    lines = ["| method | stages (parts trained: steps, learning rate) | artifacts | `-1shot` | what it is |",
+             "|---|---|---|---|---|"]
+    for m in METHODS.values():
+        stages = "; ".join(f"{s.name} ({s.trains}: `{s.steps}`, `{' or '.join(s.lr)}`"
+                           + (f" else {s.default_lr:g}" if s.default_lr is not None else "")
+                           + (f", prompt `{' or '.join(s.prompt_lr)}`" if s.trains_prompt else "") + ")"
+                           for s in m.stages)
+        arts = ", ".join(f"{a}/" for a in m.artifacts)
+        lines.append(f"| `{m.name}` | {stages} | {arts} | {'yes' if m.one_shot else 'no'} | {m.help} |")
+    return "\n".join(lines)

@@ -1,0 +1,155 @@
+"""``retain continual``: learn tasks in order with one continual method, measure after each stage,
+write results (and, for a method that keeps one, the registry) atomically."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+from retain.artifacts import JsonlLog, check_output, commit, staging_dir, verify_manifest, write_json
+from retain.config import to_dict
+from retain.continual import methods as registry
+from retain.continual.config import ContinualConfig
+from retain.continual.measure import summarize
+from retain.continual.methods import Context, Previous, max_new_tokens
+from retain.continual.registry import KIND, REGISTRY_FILE, check_base, read_info
+from retain.continual.report import write_results
+from retain.continual.tasks import Task, load_task, load_tasks, read_task_config
+from retain.errors import RetainError
+from retain.evaluation.decoding import DECODING
+from retain.models import load_model
+from retain.versions import library_versions
+
+
+def _previous(cfg: ContinualConfig) -> Previous | None:
+    """The registry to extend (``--resume-from``), verified; None for a fresh run."""
+    if not cfg.resume_from:
+        return None
+    if not registry.get(cfg.method).registry:
+        raise RetainError(f"--resume-from adds tasks to a SwitchCIT registry; it does not apply to --method {cfg.method}")
+    prev = Path(cfg.resume_from)
+    info = read_info(prev)
+    verify_manifest(prev)
+    cfg.feature_model = info["feature_model"]["spec"]
+    return Previous(prev, info, [_old_task(spec) for spec in info["tasks"]])
+
+
+def check_inputs(cfg: ContinualConfig, task_dirs: list[str]) -> tuple[Previous | None, list[Task], Path]:
+    """Every check of flags and task folders, before the model is loaded."""
+    if not task_dirs:
+        raise RetainError("--tasks: give at least one task folder")
+    registry.get(cfg.method)
+    if cfg.replay_ratio >= 1:
+        raise RetainError(f"--replay-ratio must be below 1 (the share of each stage's data drawn from the buffer), got {cfg.replay_ratio}")
+    overrides = read_task_config(cfg.task_config)
+    previous = _previous(cfg)
+    if not cfg.output and previous is None:
+        raise RetainError("--output is required")
+    out = Path(cfg.output) if cfg.output else previous.path
+    tasks = load_tasks(task_dirs, overrides)
+    clash = {t.name for t in tasks} & {t.name for t in (previous.tasks if previous else [])}
+    if clash:
+        raise RetainError(f"--tasks: task '{sorted(clash)[0]}' is already in the registry {previous.path}")
+    same = previous is not None and out.resolve() == previous.path.resolve()
+    check_output(out, overwrite=cfg.overwrite or same)
+    return previous, tasks, out
+
+
+def run_continual(cfg: ContinualConfig, task_dirs: list[str], *, progress=print, command: str | None = None,
+                  model_given: bool = True) -> Path:
+    """Train, measure and write ``cfg.output`` (atomically). ``model_given``: False takes the base from the registry."""
+    t0 = time.time()
+    previous, tasks, out = check_inputs(cfg, task_dirs)
+    if previous is not None and not model_given:
+        cfg.model = previous.info["base"]["spec"]
+    loaded = load_model(cfg.model, trust_remote_code=cfg.trust_remote_code, allow_pickle=cfg.allow_pickle)
+    fingerprint = loaded.fingerprint  # of the base as loaded: training changes (or wraps) the model in place
+    if previous is not None:
+        check_base(previous.info, loaded, previous.path)
+    for t in tasks:
+        t.max_new_tokens = max_new_tokens(t, loaded.tokenizer, cfg.max_new_tokens)
+    staging = staging_dir(out)
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:  # a continual run does not resume: on any failure nothing is left behind
+        _run(cfg, loaded, fingerprint, previous, tasks, staging, progress, command, t0)
+        commit(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return out
+
+
+def _run(cfg, loaded, fingerprint: str, previous: Previous | None, tasks: list[Task], staging: Path, progress, command, t0: float) -> None:
+    old = previous.tasks if previous else []
+    if previous is not None and (previous.path / "train_log.jsonl").is_file():
+        shutil.copyfile(previous.path / "train_log.jsonl", staging / "train_log.jsonl")
+    log = JsonlLog(staging / "train_log.jsonl", t0)
+    log({"event": "start", "method": cfg.method, "model": cfg.model, "tasks": [t.name for t in tasks],
+         "resumed_from": str(previous.path) if previous else None})
+    ctx = Context(cfg, loaded, staging, log, progress)
+    method = ctx.method
+    run = method.run(ctx, tasks, {t.name: t.max_new_tokens for t in old + tasks}, previous)
+    shutil.rmtree(staging / "checkpoints", ignore_errors=True)
+    all_tasks = old + tasks
+    earlier_file = previous.path / "results.json" if previous else None
+    earlier = json.loads(earlier_file.read_text()) if earlier_file is not None and earlier_file.is_file() else None
+    results = _results(cfg, [t.name for t in all_tasks], [t.metric for t in all_tasks], run, earlier, command, fingerprint)
+    results["training"] = ctx.records
+    results["versions"] = library_versions()
+    results["wall_time_s"] = round(time.time() - t0 + (earlier or {}).get("wall_time_s", 0), 2)
+    if method.registry:
+        info = {
+            "kind": KIND, "base": {"spec": cfg.model, "fingerprint": fingerprint, "is_seq2seq": loaded.is_seq2seq},
+            "feature_model": {"spec": cfg.feature_model, "fingerprint": run["features_fingerprint"]},
+            "tasks": [t.spec() for t in all_tasks], "config": to_dict(cfg),
+        }
+        write_json(staging / REGISTRY_FILE, info)
+    write_results(staging, results)
+
+
+def _old_task(spec: dict) -> Task:
+    """A task already in the registry: its settings, and its validation data if still readable at the recorded path."""
+    task = Task(spec["name"], spec["path"], metric=spec["metric"], template=spec["template"],
+                max_new_tokens=spec["max_new_tokens"], constraint=spec["constraint"])
+    try:
+        task.validation = load_task(spec["path"], {spec["name"]: {k: spec[k] for k in ("metric", "template", "constraint")}}).validation
+    except RetainError:
+        task.validation = []  # evaluated as missing (None) from now on
+    return task
+
+
+def _matrix(earlier: dict | None, key: str, width: int) -> list[list]:
+    """An earlier run's R (or R_se) rows, widened to ``width`` tasks."""
+    if not earlier:
+        return []
+    rows = earlier.get(key) or [[None] * len(r) for r in earlier["R"]]
+    return [row + [None] * (width - len(row)) for row in rows]
+
+
+def _results(cfg, names, metrics, run, earlier, command, fingerprint) -> dict:
+    stages = list(earlier["stages"]) if earlier else []
+    R, R_se = _matrix(earlier, "R", len(names)), _matrix(earlier, "R_se", len(names))
+    details = list(earlier.get("details", [])) if earlier else []
+    routing = list(earlier.get("routing") or []) if earlier else []
+    for name, ev in zip(run["stages"], run["evals"]):
+        stages.append(name)
+        R.append([ev[n]["score"] if n in ev else None for n in names])
+        R_se.append([ev[n].get("se") if n in ev else None for n in names])
+        details.append(ev)
+    routing += run.get("routing", [])
+    constraint = {}
+    for n in names:
+        vals = [d.get(n, {}).get("constraint") for d in details]
+        if any(v is not None for v in vals):
+            constraint[n] = vals
+    res = {"method": cfg.method, "model": cfg.model, "base_fingerprint": fingerprint, "tasks": names, "metrics": metrics,
+           "stages": stages, "R": R, "R_se": R_se, "n": {n: run["evals"][-1].get(n, {}).get("n") for n in names} if run["evals"] else {},
+           "decoding": DECODING.record(), "summary": summarize(R), "constraint": constraint, "details": details,
+           "config": to_dict(cfg), "command": command}
+    if "routing" in run:
+        res["routing"] = routing
+        res["switch_fit"] = (earlier or {}).get("switch_fit", []) + run["switch_fit"]
+    return res
