@@ -18,8 +18,26 @@ PARTS = ("model", "prompt", "lora")  # what a stage can train
 ADAPTER_PARTS = ("prompt", "lora")  # parts attached to the base (PEFT); "model" is the base itself
 
 
+class _Parts:
+    """Which parts something trains (a stage) or uses (a method): one rule for both."""
+
+    parts: tuple[str, ...]
+
+    @property
+    def trains_prompt(self) -> bool:
+        return "prompt" in self.parts
+
+    @property
+    def trains_model(self) -> bool:
+        return "model" in self.parts
+
+    @property
+    def trains_lora(self) -> bool:
+        return "lora" in self.parts
+
+
 @dataclass(frozen=True)
-class Stage:
+class Stage(_Parts):
     """One training stage: what trains, and which ``TrainConfig`` fields set its budget."""
 
     name: str
@@ -41,18 +59,6 @@ class Stage:
         """The parts as one label (``prompt+model``), as written in run.json and the training log."""
         return "+".join(self.parts)
 
-    @property
-    def trains_prompt(self) -> bool:
-        return "prompt" in self.parts
-
-    @property
-    def trains_model(self) -> bool:
-        return "model" in self.parts
-
-    @property
-    def trains_lora(self) -> bool:
-        return "lora" in self.parts
-
     def budget(self, cfg) -> tuple[int, float, float]:
         """(steps, model/LoRA learning rate, prompt learning rate) read from a ``TrainConfig``."""
         lr = _first(cfg, self.lr, self.default_lr)
@@ -71,7 +77,7 @@ def _first(cfg, names: tuple[str, ...], default):
 
 
 @dataclass(frozen=True)
-class Method:
+class Method(_Parts):
     """A fine-tuning method: its stages, in order, and a one-line description for ``--help``."""
 
     name: str
@@ -93,17 +99,9 @@ class Method:
     def parts(self) -> tuple[str, ...]:
         return tuple(dict.fromkeys(p for s in self.stages for p in s.parts))
 
-    @property
-    def uses_prompt(self) -> bool:
-        return "prompt" in self.parts
-
-    @property
-    def uses_lora(self) -> bool:
-        return "lora" in self.parts
-
-    @property
-    def changes_base(self) -> bool:
-        return "model" in self.parts
+    uses_prompt = _Parts.trains_prompt  # a soft prompt is attached (saved as prompt/)
+    uses_lora = _Parts.trains_lora  # LoRA adapters are attached (saved as lora/)
+    changes_base = _Parts.trains_model  # the base weights change (saved as model/)
 
     @property
     def artifacts(self) -> tuple[str, ...]:
