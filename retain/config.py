@@ -46,6 +46,14 @@ def _method_help():
     return "Fine-tuning method: " + help_text()
 
 
+def model_help() -> str:
+    """``--model``'s help, with the aliases ``retain.models`` knows (one list, read when the parser is built)."""
+    from retain.models import ALIASES, DEFAULT_MODEL
+
+    tests = ", ".join(a for a in ALIASES if a != DEFAULT_MODEL)
+    return f"Model: alias ({DEFAULT_MODEL}; tests: {tests}), a .gguf file, a local directory or a Hub id."
+
+
 PROMPT_INITS = ("text", "vocab", "random")
 ENGINES = ("fast", "simple")
 PROMPT_RULES = ("auto", "on", "off")
@@ -83,7 +91,7 @@ class EngineOptions:
 @dataclass
 class TrainConfig(EngineOptions):
     # what to train
-    model: str = opt("smollm2-135m", "Model: alias (smollm2-135m; tests: tiny-random-llama, tiny-random-qwen, tiny-random-t5), a .gguf file, a local directory or a Hub id.")
+    model: str = opt("smollm2-135m", model_help)
     method: str = opt("promot", _method_help, choices=_method_names)
     train: str = opt(None, "Training data: JSONL with string fields 'input' and 'output', or hf:NAME[:CONFIG][@SPLIT].")
     validation: str | None = opt(None, "Validation JSONL; used to keep the best checkpoint of each stage.")

@@ -23,8 +23,10 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # torch is imported where it is used, so that `retain --help` stays instant
+    import torch
 
 from retain.errors import RetainError
 
@@ -53,6 +55,8 @@ def cache_dir() -> Path:
 
 def weights_fingerprint(model: torch.nn.Module) -> str:
     """sha256 over parameter names, shapes and bytes: identifies a base model."""
+    import torch
+
     h = hashlib.sha256()
     for name, tensor in sorted(model.state_dict().items()):
         t = tensor.detach().to("cpu").contiguous()
@@ -99,6 +103,7 @@ def is_seq2seq_config(config) -> bool:
 
 
 def _load_dir(spec: str, path, *, trust_remote_code: bool, allow_pickle: bool) -> Loaded:
+    import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
     local = isinstance(path, Path)
@@ -148,6 +153,7 @@ def _fix_tokenizer(tokenizer) -> None:
 
 def _load_gguf(path: Path):
     """Load a GGUF file, dequantised, as a plain (saveable) float32 model."""
+    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     try:
@@ -232,6 +238,7 @@ TINY_VOCAB = 260
 
 
 def _tiny_llama():
+    import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
@@ -244,6 +251,7 @@ def _tiny_llama():
 
 
 def _tiny_qwen():
+    import torch
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
     torch.manual_seed(0)
@@ -256,6 +264,7 @@ def _tiny_qwen():
 
 
 def _tiny_t5():
+    import torch
     from transformers import T5Config, T5ForConditionalGeneration
 
     torch.manual_seed(0)

@@ -7,7 +7,9 @@
 | switch.py     | the switch: feature model -> Linear-ReLU-Linear, stored instructions |
 | generation.py | greedy generation with one LoRA adapter per row (one pass)         |
 | registry.py   | a SwitchCIT registry on disk: base reference, adapters, switch     |
-| methods.py    | ``ContinualMethod`` registry; sequential, sequential-lora, replay, multitask (``run_baseline``) |
+| methods.py    | ``ContinualMethod`` registry (light: read by ``--help``)           |
+| context.py    | what a method is given: ``Context``, ``Previous``, generation length |
+| baselines.py  | sequential, sequential-lora, replay, multitask (``run_baseline``)  |
 | switchcit.py  | SwitchCIT: a new adapter per task, the switch retrained after each |
 | measure.py    | R[i][j], average, BWT, forgetting, routing accuracy                |
 | report.py     | results.json, results.md, heatmap and line plot                    |

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from retain.config import EngineOptions, opt
+from retain.config import EngineOptions, model_help, opt
 
 SWITCH_POOLING = ("mean", "last")
 
@@ -23,7 +23,7 @@ def _method_help():
 
 @dataclass
 class ContinualConfig(EngineOptions):
-    model: str = opt("smollm2-135m", "Base model: alias (smollm2-135m; tests: tiny-random-llama, tiny-random-qwen, tiny-random-t5), a .gguf file, a local directory or a Hub id.")
+    model: str = opt("smollm2-135m", lambda: "Base " + model_help()[0].lower() + model_help()[1:])
     method: str = opt("switchcit", _method_help, choices=_method_names)
     tasks: tuple = opt((), "Task folders, learnt in this order.", nargs="+", metavar="DIR")
     output: str = opt(None, "Directory to create: results (and, for switchcit, the registry). Written to a hidden sibling and renamed when complete.")

@@ -13,7 +13,19 @@ Adding a method: CONTRIBUTING.md ("A fine-tuning method"). The registry entries 
 
 from retain.methods import promot, standard
 from retain.methods.registry import Method, Stage, compare_names, get, names, register, unregister
-from retain.methods.training import param_groups, prepare, trainable_state, wrap
+
+_TRAINING = ("param_groups", "prepare", "trainable_state", "wrap")
+
+
+def __getattr__(name: str):
+    """``wrap``/``prepare``/... load ``training`` (torch, PEFT) on first use: the registry alone stays light,
+    so that the CLI's --help, which lists the methods, starts instantly."""
+    if name in _TRAINING:
+        from retain.methods import training
+
+        return getattr(training, name)
+    raise AttributeError(f"module 'retain.methods' has no attribute {name!r}")
+
 
 # the registry entries of the built-in methods, in the order --help lists them
 for _m in (standard.FULL, standard.PROMPT, standard.LORA, promot.PROMOT, promot.JOINT):

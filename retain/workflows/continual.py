@@ -12,8 +12,8 @@ from retain.artifacts import JsonlLog, check_output, commit, staging_dir, verify
 from retain.config import to_dict
 from retain.continual import methods as registry
 from retain.continual.config import ContinualConfig
+from retain.continual.context import Context, Previous, max_new_tokens
 from retain.continual.measure import summarize
-from retain.continual.methods import Context, Previous, max_new_tokens
 from retain.continual.registry import KIND, REGISTRY_FILE, check_base, read_info
 from retain.continual.report import write_results
 from retain.continual.tasks import Task, load_task, load_tasks, read_task_config
@@ -91,7 +91,7 @@ def _run(cfg, loaded, fingerprint: str, previous: Previous | None, tasks: list[T
          "resumed_from": str(previous.path) if previous else None})
     ctx = Context(cfg, loaded, staging, log, progress)
     method = ctx.method
-    run = method.run(ctx, tasks, {t.name: t.max_new_tokens for t in old + tasks}, previous)
+    run = method.runner()(ctx, tasks, {t.name: t.max_new_tokens for t in old + tasks}, previous)
     shutil.rmtree(staging / "checkpoints", ignore_errors=True)
     all_tasks = old + tasks
     earlier_file = previous.path / "results.json" if previous else None
