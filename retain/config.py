@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from retain.errors import RetainError
+from retain.models import ATTENTION, DTYPES
 
 
 def opt(default, help, *, choices=None, flag: str | None = None, positive: bool = False, nonneg: bool = False,
@@ -55,6 +56,7 @@ def model_help() -> str:
 
 
 PROMPT_INITS = ("text", "vocab", "random")
+MIXED_PRECISION = ("no", "bf16", "fp16")
 ENGINES = ("fast", "simple")
 PROMPT_RULES = ("auto", "on", "off")
 
@@ -67,6 +69,11 @@ class EngineOptions:
     lora_alpha: int = opt(16, "LoRA alpha.", positive=True)
     lora_dropout: float = opt(0.05, "LoRA dropout.", nonneg=True)
     lora_target: str = opt("all-linear", "LoRA target modules: 'all-linear' or a comma-separated list of module names.")
+    # precision and memory
+    dtype: str = opt("float32", "How the weights are loaded, trained and saved: float32, bfloat16, float16, or auto (the checkpoint's own dtype; float32 for a .gguf or a tiny model). Evaluation and generation run in it too. bfloat16/float16 weights are trained directly (no float32 master copy: updates below their resolution round away); for full fine-tuning prefer --mixed-precision bf16.", choices=DTYPES)
+    mixed_precision: str = opt("no", "The Trainer's autocast: no; bf16 (CPU or GPU); fp16 (CUDA GPU only, float32 weights).", choices=MIXED_PRECISION)
+    gradient_checkpointing: bool = opt(False, "Recompute each block's activations in the backward pass: activation memory of one block instead of all, for about a third more compute.")
+    attn_implementation: str = opt("sdpa", "Attention kernel: sdpa (PyTorch's scaled_dot_product_attention; eager where a model has no sdpa), eager, or flash_attention_2 (when the flash-attn package is installed).", choices=ATTENTION)
     # batches and schedule
     batch_size: int = opt(8, "Examples per device per step. Paper: 64.", positive=True)
     grad_accum: int = opt(1, "Gradient accumulation steps.", positive=True)

@@ -32,6 +32,8 @@ from retain.errors import RetainError
 
 DEFAULT_MODEL = "smollm2-135m"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+ATTENTION = ("sdpa", "eager", "flash_attention_2")
 ALIASES = ("smollm2-135m", "tiny-random-llama", "tiny-random-qwen", "tiny-random-t5")
 
 
@@ -67,11 +69,49 @@ def weights_fingerprint(model: torch.nn.Module) -> str:
     return h.hexdigest()
 
 
-def load_model(spec: str, *, trust_remote_code: bool = False, allow_pickle: bool = False) -> Loaded:
-    """Load a model and its tokenizer from a spec (see the module docstring)."""
+def load_model(spec: str, *, trust_remote_code: bool = False, allow_pickle: bool = False, dtype: str = "float32",
+               attn_implementation: str = "sdpa") -> Loaded:
+    """Load a model and its tokenizer from a spec (see the module docstring).
+
+    ``dtype``: the weights' dtype (``DTYPES``; ``auto``: the checkpoint's own, float32 for a GGUF or a tiny
+    model); ``attn_implementation``: the attention kernel (``ATTENTION``)."""
+    if dtype not in DTYPES:
+        raise RetainError(f"--dtype: unknown dtype '{dtype}' (choose from {', '.join(DTYPES)})")
+    loaded = _load(spec, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle, dtype=dtype)
+    if dtype != "auto":
+        import torch
+
+        loaded.model.to(getattr(torch, dtype))
+    set_attention(loaded.model, attn_implementation)
+    return loaded
+
+
+def model_options(options) -> dict:
+    """``load_model``'s keyword arguments from an options object (``TrainConfig``, ``ContinualConfig``) or the
+    ``config`` dict of a run/registry written earlier (missing keys: the defaults of that time)."""
+    get = options.get if isinstance(options, dict) else lambda k, d: getattr(options, k, d)
+    return {"trust_remote_code": get("trust_remote_code", False), "allow_pickle": get("allow_pickle", False),
+            "dtype": get("dtype", "float32"), "attn_implementation": get("attn_implementation", "sdpa")}
+
+
+def set_attention(model, implementation: str) -> None:
+    """Use an attention kernel; ``sdpa`` (the default) falls back to ``eager`` for a model without it."""
+    if implementation not in ATTENTION:
+        raise RetainError(f"--attn-implementation: unknown kernel '{implementation}' (choose from {', '.join(ATTENTION)})")
+    try:
+        model.set_attn_implementation(implementation)
+    except (ImportError, ValueError) as e:
+        if implementation == "sdpa":
+            model.set_attn_implementation("eager")
+            return
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise RetainError(f"--attn-implementation {implementation}: not available for {type(model).__name__} ({first[:200]})") from None
+
+
+def _load(spec: str, *, trust_remote_code: bool, allow_pickle: bool, dtype: str) -> Loaded:
     if spec == "smollm2-135m":
         path = _smollm2_cached()
-        return _load_dir(spec, path, trust_remote_code=False, allow_pickle=False)
+        return _load_dir(spec, path, trust_remote_code=False, allow_pickle=False, dtype=dtype)
     if spec == "tiny-random-llama":  # its tokenizer adds a BOS, as Llama's does
         return Loaded(_tiny_llama(), tiny_tokenizer(bos=True), spec, False)
     if spec == "tiny-random-qwen":  # no BOS, tied embeddings, as Qwen2's
@@ -87,7 +127,7 @@ def load_model(spec: str, *, trust_remote_code: bool = False, allow_pickle: bool
     if path.exists():
         if not path.is_dir():
             raise RetainError(f"--model: {spec} is a file but not a .gguf file; give a model directory, a .gguf file or one of {', '.join(ALIASES)}")
-        return _load_dir(spec, path, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle)
+        return _load_dir(spec, path, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle, dtype=dtype)
     if spec.startswith((".", "/", "~")) or spec.count("/") > 1:
         raise RetainError(f"--model: no such directory or file: {spec}")
     if not hub_reachable():
@@ -95,14 +135,14 @@ def load_model(spec: str, *, trust_remote_code: bool = False, allow_pickle: bool
             f"--model: '{spec}' is not an alias ({', '.join(ALIASES)}), a local directory or a .gguf file, "
             "and the Hugging Face Hub cannot be reached from here (offline)"
         )
-    return _load_dir(spec, spec, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle)
+    return _load_dir(spec, spec, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle, dtype=dtype)
 
 
 def is_seq2seq_config(config) -> bool:
     return bool(getattr(config, "is_encoder_decoder", False))
 
 
-def _load_dir(spec: str, path, *, trust_remote_code: bool, allow_pickle: bool) -> Loaded:
+def _load_dir(spec: str, path, *, trust_remote_code: bool, allow_pickle: bool, dtype: str = "float32") -> Loaded:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
@@ -124,7 +164,7 @@ def _load_dir(spec: str, path, *, trust_remote_code: bool, allow_pickle: bool) -
     try:
         model = auto.from_pretrained(
             str(path), config=config, trust_remote_code=trust_remote_code,
-            use_safetensors=None if allow_pickle else True, dtype=torch.float32,
+            use_safetensors=None if allow_pickle else True, dtype="auto" if dtype == "auto" else getattr(torch, dtype),
         )
         tokenizer = AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as e:

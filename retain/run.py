@@ -76,7 +76,7 @@ def load_run(path, *, verify: bool = True) -> Run:
     """Load a run directory written by ``retain train``."""
     from peft import PeftModel
 
-    from retain.models import load_model
+    from retain.models import load_model, model_options
 
     path = Path(path)
     info = read_run_info(path)
@@ -84,10 +84,9 @@ def load_run(path, *, verify: bool = True) -> Run:
         verify_manifest(path)
     base = info["base"]
     if (path / "model").is_dir():
-        loaded = load_model(str(path / "model"))
+        loaded = load_model(str(path / "model"), **{**model_options(info["config"]), "trust_remote_code": False, "allow_pickle": False})
     else:
-        loaded = load_model(base["spec"], trust_remote_code=info["config"].get("trust_remote_code", False),
-                            allow_pickle=info["config"].get("allow_pickle", False))
+        loaded = load_model(base["spec"], **model_options(info["config"]))
         if loaded.fingerprint != base["fingerprint"]:
             raise RetainError(
                 f"{path}: trained on base '{base['spec']}' with weights sha256 {base['fingerprint'][:12]}, "

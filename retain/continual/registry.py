@@ -131,15 +131,14 @@ def load_registry(path, *, base: str | None = None, verify: bool = True) -> Regi
 
     from retain.artifacts import verify_manifest
     from retain.continual.switch import Switch
-    from retain.models import load_model
+    from retain.models import load_model, model_options
 
     path = Path(path)
     info = read_info(path)
     if verify:
         verify_manifest(path)
     cfg = info.get("config", {})
-    loaded = load_model(base or info["base"]["spec"], trust_remote_code=cfg.get("trust_remote_code", False),
-                        allow_pickle=cfg.get("allow_pickle", False))
+    loaded = load_model(base or info["base"]["spec"], **model_options(cfg))
     check_base(info, loaded, path)
     names = [t["name"] for t in info["tasks"]]
     model = PeftModel.from_pretrained(loaded.model, str(path / "adapters" / names[0]), adapter_name=names[0])

@@ -21,8 +21,18 @@ where a killed run stopped; a NaN/inf loss stops the stage cleanly.
 from retain.engine.checkpoints import STATE_FILE, last_checkpoint, load_state, save_state
 from retain.engine.interrupt import Interrupted
 from retain.engine.packing import packing_is_exact, virtual_tokens
-from retain.engine.stage import run_stage
+from retain.engine.stage import check_precision, run_stage
 from retain.engine.trainer import StageTrainer
 
-__all__ = ["STATE_FILE", "Interrupted", "StageTrainer", "last_checkpoint", "load_state", "packing_is_exact", "run_stage",
-           "save_state", "virtual_tokens"]
+__all__ = [
+           "STATE_FILE",
+           "Interrupted",
+           "StageTrainer",
+           "check_precision",
+           "last_checkpoint",
+           "load_state",
+           "packing_is_exact",
+           "run_stage",
+           "save_state",
+           "virtual_tokens",
+]

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 
 import torch
 from transformers import Trainer, TrainingArguments
 
+from retain.distributed import is_main
+from retain.engine import memory
 from retain.engine.callbacks import BestCheckpoint, LogCallback
 from retain.engine.checkpoints import last_checkpoint
 from retain.engine.interrupt import Interrupted, catch_sigint
@@ -44,6 +47,10 @@ def training_arguments(cfg, stage_dir: Path, steps: int, lr: float, grouped: boo
         disable_tqdm=False,
         train_sampling_strategy="group_by_length" if grouped else "random",
         include_num_input_tokens_seen="non_padding",  # real tokens trained on, in run.json
+        bf16=cfg.mixed_precision == "bf16",
+        fp16=cfg.mixed_precision == "fp16",
+        gradient_checkpointing=cfg.gradient_checkpointing,
+        gradient_checkpointing_kwargs={"use_reentrant": False} if cfg.gradient_checkpointing else None,
     )
 
 
@@ -55,6 +62,27 @@ def optimizer(model, args: TrainingArguments, cfg, lr: float, prompt_lr: float):
     for g in groups:
         g.setdefault("weight_decay", cfg.weight_decay)
     return opt_cls(groups, lr=lr, **opt_kwargs)
+
+
+def check_precision(cfg) -> None:
+    """Refuse, before any model is loaded, a precision setting this machine cannot run."""
+    if cfg.mixed_precision == "fp16" and not torch.cuda.is_available():
+        raise RetainError("--mixed-precision fp16 needs a CUDA GPU (no GPU here); use --mixed-precision bf16 on a CPU")
+    if cfg.mixed_precision == "fp16" and cfg.dtype not in ("float32", "auto"):
+        raise RetainError(f"--mixed-precision fp16 scales float32 gradients; with --dtype {cfg.dtype} use --mixed-precision no")
+
+
+def memory_estimate(model, cfg, rows: list[dict], *, packed: bool, virtual: int, causal: bool) -> dict:
+    """The stage's peak-memory estimate (``engine.memory``) for its batch size and the data's lengths
+    (an encoder-decoder row counts its input and its target tokens)."""
+    lengths = [len(r["input_ids"]) + (0 if causal else len(r["labels"])) for r in rows] or [1]
+    labelled = sum(sum(1 for t in r["labels"] if t != -100) for r in rows) / max(len(rows), 1)
+    b = cfg.batch_size
+    if packed:
+        shape = (1, round(b * sum(lengths) / len(lengths)))
+    else:
+        shape = (b, max(lengths) + virtual)
+    return memory.estimate(model, cfg, rows=shape[0], seq_len=shape[1], loss_tokens=round(b * labelled))
 
 
 def _raise_if_stopped(trainer: StageTrainer, stage: Stage, stage_dir: Path, log, resumable: bool) -> None:
@@ -94,6 +122,9 @@ def run_stage(model, tokenizer, stage: Stage, *, rows: list[dict], steps: int, l
     packed = causal and not virtual and getattr(cfg, "packing", True) and packing_is_exact(model)
     grouped = bool(getattr(cfg, "group_by_length", False)) and not packed
     args = training_arguments(cfg, stage_dir, steps, lr, grouped)
+    estimate = memory_estimate(model, cfg, rows, packed=packed, virtual=virtual, causal=causal)
+    if is_main():
+        sys.stderr.write(f"[retain] {stage.name}: memory estimate {memory.describe(estimate)}\n")
     best = BestCheckpoint(evaluate, cfg.eval_every if evaluate else 0, steps, stage_dir, log)
     trainer = StageTrainer(model=model, args=args, train_dataset=rows, data_collator=collator(tokenizer, packed),
                            optimizers=(optimizer(model, args, cfg, lr, prompt_lr), None), callbacks=[best, LogCallback(log)],
@@ -103,6 +134,7 @@ def run_stage(model, tokenizer, stage: Stage, *, rows: list[dict], steps: int, l
          "trainable_parameters": n_train, "packed": packed, "grouped_by_length": grouped,
          "resumed_from": str(ckpt.name) if ckpt else None})
     t0 = time.time()
+    in_use = memory.start_measuring()
     with catch_sigint(trainer):
         result = trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
     _raise_if_stopped(trainer, stage, stage_dir, log, resumable)
@@ -115,6 +147,9 @@ def run_stage(model, tokenizer, stage: Stage, *, rows: list[dict], steps: int, l
         "input_tokens": int(trainer.state.num_input_tokens_seen),
         "evaluations": best.evals, "best": best.best, "wall_time_s": round(time.time() - t0, 2),
         "resumed_from": ckpt.name if ckpt else None,
+        "memory": {"estimate_bytes": estimate, "measured_peak": memory.measured_peak(in_use)},
+        "precision": {"dtype": str(next(model.parameters()).dtype).removeprefix("torch."), "mixed_precision": cfg.mixed_precision,
+                      "gradient_checkpointing": cfg.gradient_checkpointing},
     }
     model.requires_grad_(False)
     return record

@@ -36,6 +36,7 @@ from retain import methods as registry
 from retain.artifacts import check_output, check_writable, commit, sha256_file, staging_dir, write_json, write_text
 from retain.config import TrainConfig
 from retain.data import TaskFormat, check_template, load_jsonl, template_fields
+from retain.engine import check_precision
 from retain.errors import RetainError
 from retain.evaluation.decoding import DECODING, answer_budget
 from retain.evaluation.harness import TunedSpec, evaluate_all, output_space, tuned_task_name
@@ -136,6 +137,7 @@ def check_inputs(cfg: TrainConfig, opts: CompareOptions) -> Inputs:
         raise RetainError("--train is required")
     if not cfg.validation:
         raise RetainError("--validation is required (the tuned task is scored on it)")
+    check_precision(cfg)
     cfg.template = check_template(cfg.template)
     fields = template_fields(cfg.template)
     train_rows = load_jsonl(cfg.train, fields=fields, flag="--train")
@@ -181,10 +183,9 @@ class Comparison:
 
     def base(self):
         if self._base is None:
-            from retain.models import load_model
+            from retain.models import load_model, model_options
 
-            cfg = self.cfg
-            self._base = load_model(cfg.model, trust_remote_code=cfg.trust_remote_code, allow_pickle=cfg.allow_pickle)
+            self._base = load_model(self.cfg.model, **model_options(self.cfg))
         return self._base
 
     def run_dir(self, method: str, s: int = 0) -> Path:

@@ -17,9 +17,10 @@ from retain.continual.measure import summarize
 from retain.continual.registry import KIND, REGISTRY_FILE, check_base, read_info
 from retain.continual.report import write_results
 from retain.continual.tasks import Task, load_task, load_tasks, read_task_config
+from retain.engine import check_precision
 from retain.errors import RetainError
 from retain.evaluation.decoding import DECODING
-from retain.models import load_model
+from retain.models import load_model, model_options
 from retain.versions import library_versions
 
 
@@ -41,6 +42,7 @@ def check_inputs(cfg: ContinualConfig, task_dirs: list[str]) -> tuple[Previous |
     if not task_dirs:
         raise RetainError("--tasks: give at least one task folder")
     registry.get(cfg.method)
+    check_precision(cfg)
     if cfg.replay_ratio >= 1:
         raise RetainError(f"--replay-ratio must be below 1 (the share of each stage's data drawn from the buffer), got {cfg.replay_ratio}")
     overrides = read_task_config(cfg.task_config)
@@ -64,7 +66,7 @@ def run_continual(cfg: ContinualConfig, task_dirs: list[str], *, progress=print,
     previous, tasks, out = check_inputs(cfg, task_dirs)
     if previous is not None and not model_given:
         cfg.model = previous.info["base"]["spec"]
-    loaded = load_model(cfg.model, trust_remote_code=cfg.trust_remote_code, allow_pickle=cfg.allow_pickle)
+    loaded = load_model(cfg.model, **model_options(cfg))
     fingerprint = loaded.fingerprint  # of the base as loaded: training changes (or wraps) the model in place
     if previous is not None:
         check_base(previous.info, loaded, previous.path)

@@ -66,9 +66,9 @@ def evaluate(o: EvalCommand, log=print) -> dict:
             raise RetainError("--prompt on needs --run (a plain --model has no soft prompt)")
         if o.tuned_data:
             raise RetainError("--tuned-data needs --run (it scores a run's tuned task in its format)")
-        from retain.models import load_model
+        from retain.models import load_model, model_options
 
-        loaded = load_model(o.model, trust_remote_code=o.trust_remote_code, allow_pickle=o.allow_pickle)
+        loaded = load_model(o.model, **model_options(o))
         res = evaluate_all(loaded.model, loaded.tokenizer, tasks, shots, is_seq2seq=loaded.is_seq2seq, seed=o.seed,
                            engine=o.engine, batch_size=o.batch_size, progress=True, trials=o.trials)
         res["model"] = o.model

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from retain.config import ENGINES, PROMPT_RULES, opt
 from retain.errors import RetainError
+from retain.models import DTYPES
 
 
 def parse_shots(text) -> list[int]:
@@ -55,6 +56,8 @@ class EvalCommand(EvalOptions):
     output: str | None = opt(None, "Write the full results as JSON here.", metavar="FILE")
     trust_remote_code: bool = opt(False, "Allow model code from the Hub (runs that code).")
     allow_pickle: bool = opt(False, "Allow pickle (.bin/.pt) weights.")
+    dtype: str = opt("float32", "With --model: the dtype the model is loaded and evaluated in (a run is evaluated in its own).",
+                     choices=DTYPES)
 
 
 @dataclass

@@ -18,12 +18,12 @@ from retain.artifacts import RUN_FILE, JsonlLog, check_output, commit, staging_d
 from retain.config import TrainConfig, to_dict
 from retain.data import TaskFormat, Tokenized, check_template, load_examples, load_jsonl, pick_one_shot, template_fields, tokenize
 from retain.distributed import barrier, is_main, world
-from retain.engine import load_state, run_stage, save_state
+from retain.engine import check_precision, load_state, run_stage, save_state
 from retain.errors import RetainError
 from retain.evaluation.decoding import answer_budget
 from retain.evaluation.harness import evaluate_tuned
 from retain.evaluation.metrics import resolve_metric
-from retain.models import load_model
+from retain.models import load_model, model_options
 from retain.versions import __version__, library_versions
 
 
@@ -34,6 +34,7 @@ def validated_inputs(cfg: TrainConfig):
     if not cfg.output:
         raise RetainError("--output is required")
     methods.get(cfg.method)
+    check_precision(cfg)
     cfg.template = check_template(cfg.template)
     check_output(Path(cfg.output), overwrite=cfg.overwrite, resume=cfg.resume)
     fields = template_fields(cfg.template)
@@ -65,7 +66,7 @@ def setup(cfg: TrainConfig) -> Setup:
     train_examples, val_examples = validated_inputs(cfg)
     outputs = [e["output"] for e in train_examples]
     metric = resolve_metric(cfg.metric, outputs)
-    loaded = load_model(cfg.model, trust_remote_code=cfg.trust_remote_code, allow_pickle=cfg.allow_pickle)
+    loaded = load_model(cfg.model, **model_options(cfg))
     fmt = TaskFormat(cfg.template, pick_one_shot(train_examples, cfg.seed) if cfg.one_shot else None, loaded.is_seq2seq)
     limit = getattr(loaded.model.config, "max_position_embeddings", None) or getattr(loaded.model.config, "n_positions", None)
     max_length = cfg.max_length
@@ -164,12 +165,21 @@ def save(s: Setup, model, root: Path, records: list[dict], wall: float) -> None:
         "max_length": s.max_length,
         "examples": {"train": len(s.data.rows), "validation": len(s.validation), "truncated": s.data.truncated},
         "stages": records,
+        "memory": peak_memory(records),
         "artifacts": sorted(p.name for p in root.iterdir() if p.is_dir()),
         "world_size": world()[1],
         "versions": library_versions(),
         "wall_time_s": round(wall, 2),
     }
     write_json(root / RUN_FILE, info)
+
+
+def peak_memory(records: list[dict]) -> dict:
+    """The largest stage's memory: retain's estimate before it ran and the measured peak (see ``engine.memory``)."""
+    mems = [r["memory"] for r in records if "memory" in r]
+    return {"estimate_bytes": max((m["estimate_bytes"]["total"] for m in mems), default=None),
+            "measured_peak_bytes": max((m["measured_peak"]["bytes"] for m in mems), default=None),
+            "measured_how": mems[-1]["measured_peak"]["how"] if mems else None}
 
 
 def _warn_single_process_launch() -> None:
