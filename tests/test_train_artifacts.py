@@ -58,7 +58,7 @@ def test_promot_run_artifacts(tmp_path, task, spec, auto, seq2seq):
     assert torch.equal(_logits(again.prompted, tok, text, seq2seq), with_prompt)
 
 
-@pytest.mark.parametrize("spec", ["tiny-random-llama", "tiny-random-qwen", "tiny-random-t5"])
+@pytest.mark.parametrize("spec", ["tiny-random-llama", "tiny-random-qwen", "tiny-random-gemma3", "tiny-random-gpt2", "tiny-random-t5"])
 def test_prompt_generation_cache_on_equals_off(tmp_path, task, spec):
     """retain's generation with a soft prompt (KV cache) equals greedy decoding by full forward passes
     with no cache at all, token for token, on models whose tokenizer adds a BOS, nothing, or a </s>."""
@@ -88,7 +88,7 @@ def test_prompt_generation_cache_on_equals_off(tmp_path, task, spec):
     want = run.tokenizer.decode(new, skip_special_tokens=True).strip()
     assert got == want and len(new) > 2
     if not run.is_seq2seq:  # the exact ids fed: [BOS] where the tokenizer adds one, never twice
-        assert ids[0] == run.tokenizer.bos_token_id if spec == "tiny-random-llama" else ids[0] != run.tokenizer.bos_token_id
+        assert ids[0] == run.tokenizer.bos_token_id if spec in ("tiny-random-llama", "tiny-random-gemma3") else ids[0] != run.tokenizer.bos_token_id
 
 
 def test_lora_and_prompt_runs_keep_no_base_copy(tmp_path, task):

@@ -16,7 +16,7 @@ from retain.tokens import prompt_ids, special_affixes
 from tests.conftest import cli
 
 ROOT = Path(__file__).resolve().parents[1]
-BOS = {"tiny-random-llama": True, "tiny-random-qwen": False}
+BOS = {"tiny-random-llama": True, "tiny-random-qwen": False, "tiny-random-gpt2": False}
 
 
 class Fed:
