@@ -39,8 +39,6 @@ from retain.evaluation.decoding import DECODING, answer_budget
 from retain.evaluation.metrics import is_classification, normalize, score
 from retain.evaluation.suite import Task
 
-ENGINES = ("fast", "simple")
-
 
 # ------------------------------------------------------------ output space
 @dataclass
