@@ -273,3 +273,18 @@ def test_compare_trials_and_seeds_enter_the_intervals(tmp_path, task):
     pair = res["paired"]["1"]["full vs base"]["tasks"]["copy"]
     assert pair["ci"][0] <= pair["diff"] <= pair["ci"][1] and pair["mcnemar_p"] is None  # several draws: no McNemar
     assert res["trials"] == 2 and res["seeds"] == 2
+
+
+def test_compare_directories_written_before_new_options_still_resume():
+    """A training option added to retain later counts as its default when an older compare.json lacks it,
+    so such a directory resumes; a real change is named down to the option."""
+    import dataclasses
+
+    from retain.config import TrainConfig
+    from retain.workflows.compare import _comparable, _first_difference
+
+    now = {"model": "m", "train_options": {k: v for k, v in dataclasses.asdict(TrainConfig()).items() if k != "output"}}
+    older = {"model": "m", "train_options": {k: v for k, v in now["train_options"].items() if k not in ("dtype", "attn_implementation")}}
+    assert _first_difference(_comparable(older), _comparable(now)) is None
+    changed = {**now, "train_options": {**now["train_options"], "dtype": "bfloat16", "eval_batch_size": 64}}
+    assert _first_difference(_comparable(older), _comparable(changed)) == ("train_options.dtype", "float32", "bfloat16")

@@ -79,9 +79,21 @@ NO_EFFECT = ("eval_batch_size", "log_every", "save_every")  # training options t
 
 
 def _comparable(settings: dict) -> dict:
-    """Settings as compared on resume: options without effect on the results may change."""
-    opts = {k: v for k, v in settings.get("train_options", {}).items() if k not in NO_EFFECT}
-    return {**settings, "train_options": opts}
+    """Settings as compared on resume: options without effect on the results may change, and a training
+    option added to retain since the directory was written counts as its default."""
+    opts = {**dataclasses.asdict(TrainConfig()), **settings.get("train_options", {})}
+    return {**settings, "train_options": {k: v for k, v in opts.items() if k not in NO_EFFECT}}
+
+
+def _first_difference(old: dict, new: dict, prefix: str = ""):
+    """(dotted key, old value, new value) of the first setting that differs, looking inside nested settings."""
+    for k in sorted(set(old) | set(new)):
+        a, b = old.get(k), new.get(k)
+        if a != b:
+            if isinstance(a, dict) and isinstance(b, dict):
+                return _first_difference(a, b, f"{prefix}{k}.")
+            return f"{prefix}{k}", a, b
+    return None
 
 
 def _prepare_dir(out: Path, settings: dict, overwrite: bool) -> Path:
@@ -97,11 +109,12 @@ def _prepare_dir(out: Path, settings: dict, overwrite: bool) -> Path:
             shutil.rmtree(d)
             continue
         old, new = _comparable(json.loads((d / SETTINGS).read_text())), _comparable(settings)
-        diff = next((k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)), None)
+        diff = _first_difference(old, new)
         if diff is not None:
             if not overwrite:
-                raise RetainError(f"--output: {d} holds a comparison with different settings ('{diff}': "
-                                  f"{old.get(diff)!r} there, {new.get(diff)!r} now); pass --overwrite to start over")
+                key, was, now = diff
+                raise RetainError(f"--output: {d} holds a comparison with different settings ('{key}': "
+                                  f"{was!r} there, {now!r} now); pass --overwrite to start over")
             shutil.rmtree(d)
     out.parent.mkdir(parents=True, exist_ok=True)
     check_writable(out)
