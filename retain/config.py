@@ -47,12 +47,12 @@ def _method_help():
     return "Fine-tuning method: " + help_text()
 
 
-def model_help() -> str:
+def model_help(what: str = "Model") -> str:
     """``--model``'s help, with the aliases ``retain.models`` knows (one list, read when the parser is built)."""
     from retain.models import ALIASES, DEFAULT_MODEL
 
     tests = ", ".join(a for a in ALIASES if a != DEFAULT_MODEL)
-    return f"Model: alias ({DEFAULT_MODEL}; tests: {tests}), a .gguf file, a local directory or a Hub id."
+    return f"{what}: alias ({DEFAULT_MODEL}; tests: {tests}), a .gguf file, a local directory or a Hub id."
 
 
 PROMPT_INITS = ("text", "vocab", "random")

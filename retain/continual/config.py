@@ -23,7 +23,7 @@ def _method_help():
 
 @dataclass
 class ContinualConfig(EngineOptions):
-    model: str = opt("smollm2-135m", lambda: "Base " + model_help()[0].lower() + model_help()[1:])
+    model: str = opt("smollm2-135m", lambda: model_help("Base model"))
     method: str = opt("switchcit", _method_help, choices=_method_names)
     tasks: tuple = opt((), "Task folders, learnt in this order.", nargs="+", metavar="DIR")
     output: str = opt(None, "Directory to create: results (and, for switchcit, the registry). Written to a hidden sibling and renamed when complete.")

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from retain.errors import RetainError
 
 PARTS = ("model", "prompt", "lora")  # what a stage can train
-ADAPTER_PARTS = ("prompt", "lora")  # parts attached to the base (PEFT); "model" is the base itself
 
 
 class _Parts:
@@ -66,9 +65,6 @@ class Stage(_Parts):
             raise ValueError(f"stage {self.name!r}: no learning rate (fields {self.lr} unset and no default)")
         return getattr(cfg, self.steps), lr, _first(cfg, self.prompt_lr, lr)
 
-    def fields(self) -> tuple[str, ...]:
-        """Every ``TrainConfig`` field this stage's budget reads."""
-        return tuple(dict.fromkeys((self.steps, *self.lr, *(self.prompt_lr if self.trains_prompt else ()))))
 
 
 def _first(cfg, names: tuple[str, ...], default):
@@ -108,8 +104,6 @@ class Method(_Parts):
         """Folders of the run directory: ``prompt/``, ``lora/`` (PEFT adapters), ``model/`` (changed base)."""
         return tuple(a for a, used in (("lora", self.uses_lora), ("model", self.changes_base), ("prompt", self.uses_prompt)) if used)
 
-    def fields(self) -> tuple[str, ...]:
-        return tuple(dict.fromkeys(f for s in self.stages for f in s.fields()))
 
 
 RESERVED = ("base", "wise-ft")  # retain compare's own names
