@@ -77,8 +77,8 @@ class EngineOptions:
     # batches and schedule
     batch_size: int = opt(8, "Examples per device per step. Paper: 64.", positive=True)
     grad_accum: int = opt(1, "Gradient accumulation steps.", positive=True)
-    packing: bool = opt(True, "Padding-free batches for causal models without a soft prompt: a batch is one row of concatenated examples (same examples, same order, same loss; no compute on padding). --no-packing pads to the longest example instead.")
-    group_by_length: bool = opt(False, "Stages that pad (a soft prompt, encoder-decoder models, --no-packing): draw each batch from examples of similar length (transformers' LengthGroupedSampler), so little compute goes into padding. Changes the order examples are seen in; packed stages ignore it.")
+    packing: bool = opt(True, "Padding-free batches for causal models: a batch is one row of concatenated examples (same examples, same order, same loss; no compute on padding); with a soft prompt every example in the row gets its own prompt, positions and attention. Used where a per-model check shows it exact. --no-packing pads to the longest example instead.")
+    group_by_length: bool = opt(False, "Stages that pad (encoder-decoder models, a model the packing check refuses, --no-packing): draw each batch from examples of similar length (transformers' LengthGroupedSampler), so little compute goes into padding. Changes the order examples are seen in; packed stages ignore it.")
     max_length: int = opt(256, "Longest tokenised example; longer prompts are cut from the left so the output is kept (counted in run.json).", positive=True)
     optim: str = opt("adamw_torch_fused", "Optimizer (any transformers 'optim' name: adamw_torch_fused is AdamW in one fused kernel per step, ~5x faster than adamw_torch's loop over tensors on a CPU; adafactor as in the paper).")
     scheduler: str = opt("constant_with_warmup", "Learning-rate schedule (transformers name: constant_with_warmup, linear, cosine, ...).")
@@ -93,6 +93,8 @@ class EngineOptions:
     save_every: int = opt(50, "Write a resumable checkpoint every N steps of each stage; 0 disables.", nonneg=True)
     trust_remote_code: bool = opt(False, "Allow models whose code lives in their Hub repository (runs that code).")
     allow_pickle: bool = opt(False, "Allow loading pickle (.bin/.pt) weights, which can run code; safetensors only otherwise.")
+    # scaling out (DDP and FSDP need no flag: 'accelerate launch' and its config file choose them; docs/PERFORMANCE.md)
+    deepspeed: str | None = opt(None, "DeepSpeed JSON config file, passed to the Trainer (TrainingArguments(deepspeed=...)); launch the command with 'accelerate launch' or 'deepspeed' over the GPUs. Needs the deepspeed package. ZeRO stages 0-2 ('auto' values are filled from these options); stage 3 is refused (it partitions the weights, which retain's checkpoints and artifacts read whole).", metavar="CONFIG")
 
 
 @dataclass

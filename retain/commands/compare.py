@@ -31,6 +31,7 @@ def run(args) -> None:
     from pathlib import Path
 
     from retain.config import build, read_config_file
+    from retain.distributed import is_main
     from retain.errors import RetainError
     from retain.evaluation.report import comparison_table, paired_table
     from retain.workflows.compare import compare, parse_alphas, parse_methods
@@ -45,6 +46,8 @@ def run(args) -> None:
         if not getattr(cfg, flag):
             raise RetainError(f"--{flag} is required")
     results = compare(cfg, opts, out=Path(cfg.output), log=lambda m: print(m, flush=True))
+    if not is_main():  # under a launch of N processes the main one reports
+        return
     for k in shots:
         print(f"\n{k}-shot")
         print(comparison_table(results, k))

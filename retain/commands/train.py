@@ -8,7 +8,7 @@ from retain.config import TrainConfig
 EPILOG = """examples:
   retain train --model smollm2-135m --method promot --train train.jsonl --validation val.jsonl \\
       --template 'Review: {input}\\nSentiment:' --output runs/sst2-promot
-  accelerate launch --cpu --num_processes 2 -m retain train --model tiny-random-llama ... (data parallel)
+  accelerate launch --multi_gpu --num_processes 2 -m retain train --model tiny-random-llama ... (data parallel; DDP over gloo without a GPU)
 
 Defaults are chosen for ~100M-parameter models on a CPU; the paper's values are given
 for comparison. A YAML/JSON file given with --config may set any option by name."""

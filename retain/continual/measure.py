@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from retain.continual.tasks import Task, constraint_rate
 from retain.data import TaskFormat, render
+from retain.distributed import gather_sharded
 from retain.evaluation import stats
 from retain.evaluation.harness import evaluate_tuned
 from retain.evaluation.metrics import score
@@ -37,18 +38,21 @@ def task_scores(task: Task, preds: list[str], n: int) -> dict:
 
 
 def evaluate_plain(model, tokenizer, tasks: list[Task], *, is_seq2seq: bool, n: int, max_new: dict, batch_size: int) -> dict:
-    """One model for every task (the baselines): each task scored by the tuned-task evaluator of ``retain eval``."""
+    """One model for every task (the baselines): each task scored by the tuned-task evaluator of ``retain eval``
+    (its items shared out over the processes of a launch)."""
     results = {}
     for task in tasks:
         r = evaluate_tuned(model, tokenizer, task.validation[:n], TaskFormat(task.template, None, is_seq2seq), task.metric,
-                           is_seq2seq=is_seq2seq, max_new_tokens=max_new[task.name], batch_size=batch_size, desc=task.name)
+                           is_seq2seq=is_seq2seq, max_new_tokens=max_new[task.name], batch_size=batch_size, desc=task.name,
+                           shard=True)
         results[task.name] = task_scores(task, r["predictions"], n)
     return results
 
 
 def evaluate_routed(model, tokenizer, switch, features_of, tasks: list[Task], *, is_seq2seq: bool, n: int, max_new: dict,
                     batch_size: int) -> tuple[dict, dict]:
-    """SwitchCIT: route every validation input, then generate all tasks' inputs in one mixed pass."""
+    """SwitchCIT: route every validation input, then generate all tasks' inputs in one mixed pass (shared out over
+    the processes of a launch)."""
     import torch
 
     from retain.continual.generation import generate_routed
@@ -63,8 +67,9 @@ def evaluate_routed(model, tokenizer, switch, features_of, tasks: list[Task], *,
     routed = switch.route_features(feats)
     by_name = {t.name: t for t in tasks}
     prompts = [render(by_name[r].template, row) for r, row in zip(routed, rows)]
-    outs = generate_routed(model, tokenizer, prompts, routed, is_seq2seq=is_seq2seq, max_new_tokens=[max_new[r] for r in routed],
-                           batch_size=batch_size)
+    outs = gather_sharded(list(range(len(prompts))), lambda part: generate_routed(
+        model, tokenizer, [prompts[i] for i in part], [routed[i] for i in part], is_seq2seq=is_seq2seq,
+        max_new_tokens=[max_new[routed[i]] for i in part], batch_size=batch_size))
     results, start = {}, 0
     for task in tasks:
         k = min(n, len(task.validation))

@@ -9,6 +9,7 @@ from retain.continual.measure import evaluate_routed
 from retain.continual.registry import copy_adapters, load_feature_model, save_adapter
 from retain.continual.switch import Switch, retained
 from retain.continual.tasks import Task
+from retain.distributed import on_main
 from retain.methods.lora import attach_lora, lora_config
 
 
@@ -23,7 +24,7 @@ def _open_previous(ctx, previous) -> tuple[object, dict[str, list[str]]]:
     model = PeftModel.from_pretrained(model, str(prev / "adapters" / old[0].name), adapter_name=old[0].name)
     for t in old[1:]:
         model.load_adapter(str(prev / "adapters" / t.name), adapter_name=t.name)
-    copy_adapters(prev, ctx.staging, [t.name for t in old])
+    on_main(copy_adapters, prev, ctx.staging, [t.name for t in old])
     return model, dict(Switch.load(prev / "switch").stored)
 
 
@@ -65,7 +66,7 @@ def run_switchcit(ctx, new: list[Task], max_new: dict, previous=None) -> dict:
         if cfg.feature_model == "base":
             features.model = model  # adapters are switched off while reading features
         ctx.train(model, task.name, "lora", ctx.rows(task), cfg.max_steps)
-        save_adapter(model, task.name, ctx.staging)
+        on_main(save_adapter, model, task.name, ctx.staging)
         stored[task.name] = retained([r["input"] for r in task.train], cfg.retain_fraction, cfg.retain_min, cfg.seed)
         names = [t.name for t in old] + [t.name for t in new[: i + 1]]
         switch = Switch(names, {n: stored[n] for n in names}, hidden=cfg.switch_hidden, info={"feature_model": cfg.feature_model})
@@ -77,6 +78,6 @@ def run_switchcit(ctx, new: list[Task], max_new: dict, previous=None) -> dict:
         for key, value in (("stages", task.name), ("evals", scores), ("routing", route), ("switch_fit", fit)):
             out[key].append(value)
         ctx.after(task, scores, prefix=f"routing {route['accuracy']:.1f}%, ")
-    switch.save(ctx.staging / "switch")
+    on_main(switch.save, ctx.staging / "switch")
     out["features_fingerprint"] = features.fingerprint
     return out

@@ -7,17 +7,18 @@ import json
 import time
 from pathlib import Path
 
-import torch
 from transformers import TrainerCallback
 
 from retain.artifacts import write_json
-from retain.distributed import is_main
-from retain.engine.checkpoints import save_state
-from retain.methods import trainable_state
+from retain.distributed import check_sharding, is_main
+from retain.engine.checkpoints import full_state, root_gathered, set_state, write_state
 
 
 class BestCheckpoint(TrainerCallback):
-    """Evaluate every ``every`` steps; keep (and finally restore) the best trainable weights."""
+    """Evaluate every ``every`` steps; keep (and finally restore) the best trainable weights.
+
+    Every process evaluates (sharing the items out) and agrees on the score; on a sharded model (FSDP) the best
+    weights are gathered to the main process, which writes them and broadcasts them back on ``restore``."""
 
     def __init__(self, evaluate, every: int, max_steps: int, stage_dir: Path, log):
         self.evaluate, self.every, self.max_steps, self.dir, self.log = evaluate, every, max_steps, stage_dir, log
@@ -32,6 +33,9 @@ class BestCheckpoint(TrainerCallback):
 
             self.best_state = load_file(str(stage_dir / "best.safetensors"))
 
+    def on_train_begin(self, args, state, control, **kw):
+        check_sharding()  # the Trainer's Accelerator exists now: an FSDP launch retain cannot honour stops here
+
     def on_step_end(self, args, state, control, model=None, **kw):
         step = state.global_step
         if not self.every or not (step % self.every == 0 or step == self.max_steps):
@@ -39,26 +43,23 @@ class BestCheckpoint(TrainerCallback):
         if any(e["step"] == step for e in self.evals):
             return
         t = time.time()
-        value = self.evaluate(model)
+        with root_gathered(model):  # sharded (FSDP): the decoder runs the soft prompt and the base model apart
+            value = self.evaluate(model)
         entry = {"step": step, "score": value, "seconds": round(time.time() - t, 2)}
         self.evals.append(entry)
         self.log({"event": "eval", **entry})
         if self.best is None or value > self.best["score"]:
             self.best = entry
-            self.best_state = trainable_state(model)
+            self.best_state = full_state(model, only_trainable=True)  # every process: gathered when sharded
             if is_main():
-                save_state(model, self.dir / "best.safetensors", only_trainable=True)
+                write_state(self.best_state, self.dir / "best.safetensors")
                 write_json(self.dir / "best.json", {"evals": self.evals, "best": self.best})
         elif is_main():
             write_json(self.dir / "best.json", {"evals": self.evals, "best": self.best})
 
     def restore(self, model) -> None:
-        if self.best_state is None:
-            return
-        params = dict(model.named_parameters())
-        with torch.no_grad():
-            for name, t in self.best_state.items():
-                params[name].copy_(t)
+        if self.best_state is not None:
+            set_state(model, self.best_state, where=self.dir / "best.safetensors", from_main=True)
 
 
 class LogCallback(TrainerCallback):

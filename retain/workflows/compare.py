@@ -36,6 +36,7 @@ from retain import methods as registry
 from retain.artifacts import check_output, check_writable, commit, sha256_file, staging_dir, write_json, write_text
 from retain.config import TrainConfig
 from retain.data import TaskFormat, check_template, load_jsonl, template_fields
+from retain.distributed import begin, gather_sharded, is_main, main_only, on_main
 from retain.engine import check_precision
 from retain.errors import RetainError
 from retain.evaluation.decoding import DECODING, answer_budget
@@ -202,20 +203,36 @@ class Comparison:
         return self._base
 
     def run_dir(self, method: str, s: int = 0) -> Path:
-        """The trained run of ``method`` with training seed index ``s`` (trained now if missing)."""
+        """Where the trained run of ``method`` with training seed index ``s`` is (``train_missing`` trains it)."""
+        return self.staging / "runs" / seeded(method, s)
+
+    def eval_path(self, name: str, s: int) -> Path:
+        return self.staging / "evals" / f"{seeded(name, s)}.json"
+
+    def missing_runs(self, jobs: list[tuple[str, int]]) -> list[tuple[str, int, bool]]:
+        """(method, seed index, resume) of every run that an evaluation still to do needs and that is not trained."""
+        todo: list[tuple[str, int, bool]] = []
+        for name, s in jobs:
+            if name == "base" or self.eval_path(name, s).is_file():
+                continue
+            method = "full" if name.startswith("wise-ft-") else name
+            d = self.run_dir(method, s)
+            if (d / "run.json").is_file():
+                self.log(f"[compare] {seeded(method, s)}: already trained, reusing {d}")
+            elif all((m, k) != (method, s) for m, k, _ in todo):
+                todo.append((method, s, (d.parent / f".{d.name}.partial").is_dir()))
+        return todo
+
+    def train_missing(self, jobs: list[tuple[str, int]]) -> None:
+        """Train the runs the evaluations need. Every process of a launch takes part (the training is
+        data-parallel); which runs are missing is the main process's view."""
         from retain.workflows.train import train
 
-        label = seeded(method, s)
-        d = self.staging / "runs" / label
-        if (d / "run.json").is_file():
-            self.log(f"[compare] {label}: already trained, reusing {d}")
-            return d
-        one_shot = method.endswith("-1shot")
-        c = dataclasses.replace(self.cfg, method=method.removesuffix("-1shot"), one_shot=one_shot, output=str(d),
-                                overwrite=False, seed=self.cfg.seed + s,
-                                resume=(self.staging / "runs" / f".{label}.partial").is_dir())
-        self.log(f"[compare] training {label}")
-        return train(c, progress=self.log)
+        for method, s, resume in on_main(self.missing_runs, jobs):
+            c = dataclasses.replace(self.cfg, method=method.removesuffix("-1shot"), one_shot=method.endswith("-1shot"),
+                                    output=str(self.run_dir(method, s)), overwrite=False, seed=self.cfg.seed + s, resume=resume)
+            self.log(f"[compare] training {seeded(method, s)}")
+            train(c, progress=self.log)
 
     def tuned(self, fmt, metric: str, max_new: int) -> TunedSpec:
         return TunedSpec(self.tuned_name, self.inputs.val_rows[: self.opts.tuned_examples], fmt, metric, max_new)
@@ -244,18 +261,30 @@ class Comparison:
                             tuned=tuned, tuned_prompt=r.has_prompt, train_seed=s, **common)
 
     def evaluated(self, name: str, s: int) -> dict:
-        """The evaluation of ``name`` with seed index ``s``: read back if done, else computed and saved."""
+        """The evaluation of ``name`` with seed index ``s``: read back if done, else computed (and saved by the
+        main process; ``save_evaluations`` saves those other processes computed). Needs its run trained."""
         label = seeded(name, s)
-        path = self.staging / "evals" / f"{label}.json"
+        path = self.eval_path(name, s)
         if path.is_file():
             self.log(f"[compare] {label}: already evaluated")
             return json.loads(path.read_text())
         res = self.evaluate(name, s)
         res["method"] = label
-        write_json(path, res)
+        if is_main():
+            write_json(path, res)
         self.log(f"[compare] {label}: tuned {res['tuned']['score'] if res.get('tuned') else '-'}, "
                  f"Norm. Avg. {res['norm_avg']}, format rate {res['format_rate']}")
         return res
+
+    def evaluate_all(self, jobs: list[tuple[str, int]]) -> list[dict]:
+        """Every job's evaluation; under a launch of N processes each evaluates its share (the models are loaded
+        from the runs, one per process: nothing collective) and every process gets all of them."""
+        return gather_sharded(jobs, lambda part: [self.evaluated(name, s) for name, s in part], independent=True)
+
+    def save_evaluations(self, jobs: list[tuple[str, int]], results: list[dict]) -> None:
+        for (name, s), res in zip(jobs, results):
+            if not self.eval_path(name, s).is_file():
+                write_json(self.eval_path(name, s), res)
 
 
 def _results(cfg: TrainConfig, opts: CompareOptions, inputs: Inputs, title: str, tuned_name: str, evals: dict) -> dict:
@@ -280,20 +309,32 @@ def compare(cfg: TrainConfig, opts: CompareOptions, *, out: Path, title: str | N
     trained method with seeds ``cfg.seed + s``. Both enter the standard errors and the paired intervals."""
     from retain.evaluation.paired import compare_methods
 
+    begin(cfg.deepspeed)  # under a launch of N processes: every one runs this; the main one writes
+    log = main_only(log)
     out, title = Path(out), title or opts.title
     names = expand(parse_methods(opts.methods), parse_alphas(opts.wise_alphas))
     inputs = check_inputs(cfg, opts)
-    staging = _prepare_dir(out, settings_of(cfg, opts, inputs), cfg.overwrite)
+    staging = on_main(lambda: _prepare_dir(out, settings_of(cfg, opts, inputs), cfg.overwrite))
     tuned_name = tuned_name or tuned_task_name(cfg.train)
     work = Comparison(cfg, opts, inputs, staging, tuned_name, log)
-    evals = {name: [work.evaluated(name, s) for s in range(1 if name == "base" else opts.seeds)] for name in names}
-    results = _results(cfg, opts, inputs, title, tuned_name, evals)
-    results["paired"] = compare_methods(results)
-    write_outputs(results, staging, title)
-    for p in staging.rglob("*.partial"):
-        shutil.rmtree(p, ignore_errors=True)
-    commit(staging, out)
-    return results
+    jobs = [(name, s) for name in names for s in range(1 if name == "base" else opts.seeds)]
+    work.train_missing(jobs)
+    done = work.evaluate_all(jobs)
+
+    def finish() -> dict:
+        work.save_evaluations(jobs, done)
+        evals: dict[str, list[dict]] = {}
+        for (name, _), res in zip(jobs, done):
+            evals.setdefault(name, []).append(res)
+        results = _results(cfg, opts, inputs, title, tuned_name, evals)
+        results["paired"] = compare_methods(results)
+        write_outputs(results, staging, title)
+        for p in staging.rglob("*.partial"):
+            shutil.rmtree(p, ignore_errors=True)
+        commit(staging, out)
+        return results
+
+    return on_main(finish)
 
 
 def seeded(method: str, s: int) -> str:

@@ -17,6 +17,7 @@ from retain.continual.measure import summarize
 from retain.continual.registry import KIND, REGISTRY_FILE, check_base, read_info
 from retain.continual.report import write_results
 from retain.continual.tasks import Task, load_task, load_tasks, read_task_config
+from retain.distributed import begin, fsdp_requested, is_main, main_only, on_main, parallelism, world
 from retain.engine import check_precision
 from retain.errors import RetainError
 from retain.evaluation.decoding import DECODING
@@ -43,6 +44,9 @@ def check_inputs(cfg: ContinualConfig, task_dirs: list[str]) -> tuple[Previous |
         raise RetainError("--tasks: give at least one task folder")
     registry.get(cfg.method)
     check_precision(cfg)
+    if fsdp_requested():
+        raise RetainError("retain continual does not run under FSDP (the switch reads hidden states from inside the model, "
+                          "which FSDP keeps sharded); launch it data-parallel: accelerate launch --multi_gpu --num_processes N")
     if cfg.replay_ratio >= 1:
         raise RetainError(f"--replay-ratio must be below 1 (the share of each stage's data drawn from the buffer), got {cfg.replay_ratio}")
     overrides = read_task_config(cfg.task_config)
@@ -61,8 +65,13 @@ def check_inputs(cfg: ContinualConfig, task_dirs: list[str]) -> tuple[Previous |
 
 def run_continual(cfg: ContinualConfig, task_dirs: list[str], *, progress=print, command: str | None = None,
                   model_given: bool = True) -> Path:
-    """Train, measure and write ``cfg.output`` (atomically). ``model_given``: False takes the base from the registry."""
+    """Train, measure and write ``cfg.output`` (atomically). ``model_given``: False takes the base from the registry.
+
+    Under a launch of N processes every process runs this (training is data-parallel, evaluation shared out)
+    and the main process writes."""
     t0 = time.time()
+    begin(cfg.deepspeed)
+    progress = main_only(progress)
     previous, tasks, out = check_inputs(cfg, task_dirs)
     if previous is not None and not model_given:
         cfg.model = previous.info["base"]["spec"]
@@ -73,27 +82,40 @@ def run_continual(cfg: ContinualConfig, task_dirs: list[str], *, progress=print,
     for t in tasks:
         t.max_new_tokens = max_new_tokens(t, loaded.tokenizer, cfg.max_new_tokens)
     staging = staging_dir(out)
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
+    on_main(_fresh, staging)
     try:  # a continual run does not resume: on any failure nothing is left behind
         _run(cfg, loaded, fingerprint, previous, tasks, staging, progress, command, t0)
-        commit(staging, out)
+        on_main(commit, staging, out)
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+        if is_main():
+            shutil.rmtree(staging, ignore_errors=True)
         raise
     return out
+
+
+def _fresh(staging: Path) -> None:
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
 
 
 def _run(cfg, loaded, fingerprint: str, previous: Previous | None, tasks: list[Task], staging: Path, progress, command, t0: float) -> None:
     old = previous.tasks if previous else []
     if previous is not None and (previous.path / "train_log.jsonl").is_file():
-        shutil.copyfile(previous.path / "train_log.jsonl", staging / "train_log.jsonl")
-    log = JsonlLog(staging / "train_log.jsonl", t0)
+        on_main(shutil.copyfile, previous.path / "train_log.jsonl", staging / "train_log.jsonl")
+    log = JsonlLog(staging / "train_log.jsonl", t0, enabled=is_main())
     log({"event": "start", "method": cfg.method, "model": cfg.model, "tasks": [t.name for t in tasks],
          "resumed_from": str(previous.path) if previous else None})
     ctx = Context(cfg, loaded, staging, log, progress)
     method = ctx.method
     run = method.runner()(ctx, tasks, {t.name: t.max_new_tokens for t in old + tasks}, previous)
+    on_main(_write, cfg, loaded, fingerprint, previous, tasks, staging, command, t0, ctx, run)
+
+
+def _write(cfg, loaded, fingerprint: str, previous: Previous | None, tasks: list[Task], staging: Path, command, t0: float,
+           ctx: Context, run: dict) -> None:
+    """results.json and, for a method that keeps one, registry.json (the main process)."""
+    old = previous.tasks if previous else []
+    method = ctx.method
     shutil.rmtree(staging / "checkpoints", ignore_errors=True)
     all_tasks = old + tasks
     earlier_file = previous.path / "results.json" if previous else None
@@ -101,6 +123,7 @@ def _run(cfg, loaded, fingerprint: str, previous: Previous | None, tasks: list[T
     results = _results(cfg, [t.name for t in all_tasks], [t.metric for t in all_tasks], run, earlier, command, fingerprint)
     results["training"] = ctx.records
     results["versions"] = library_versions()
+    results["world_size"], results["parallelism"] = world()[1], parallelism()
     results["wall_time_s"] = round(time.time() - t0 + (earlier or {}).get("wall_time_s", 0), 2)
     if method.registry:
         info = {

@@ -17,8 +17,9 @@ from retain import methods
 from retain.artifacts import RUN_FILE, JsonlLog, check_output, commit, staging_dir, write_json
 from retain.config import TrainConfig, to_dict
 from retain.data import TaskFormat, Tokenized, check_template, load_examples, load_jsonl, pick_one_shot, template_fields, tokenize
-from retain.distributed import barrier, is_main, world
+from retain.distributed import begin, is_main, main_only, on_main, parallelism, world
 from retain.engine import check_precision, load_state, run_stage, save_state
+from retain.engine.checkpoints import full_state, is_sharded, part_state, save_pretrained
 from retain.errors import RetainError
 from retain.evaluation.decoding import answer_budget
 from retain.evaluation.harness import evaluate_tuned
@@ -110,10 +111,8 @@ def fit(s: Setup, model, staging: Path, log, progress) -> list[dict]:
         progress(f"[retain] {cfg.method} {stage.name}: training {stage.trains} for {steps} steps at lr {lr:g}")
         rec = run_stage(model, s.loaded.tokenizer, stage, rows=s.data.rows, steps=steps, lr=lr, prompt_lr=prompt_lr, cfg=cfg,
                         stage_dir=stage_dir, evaluate=evaluate, log=log, resume=cfg.resume)
-        if is_main():
-            save_state(model, stage_dir / "final.safetensors")
-            write_json(done, rec)
-        barrier()
+        save_state(model, stage_dir / "final.safetensors")  # every process (gathered if sharded); the main one writes
+        on_main(write_json, done, rec)
         records.append(rec)
         best = rec["best"]
         progress(f"[retain] {stage.name}: done in {rec['wall_time_s']:.0f}s, loss {rec['train_loss']:.4f}"
@@ -122,39 +121,51 @@ def fit(s: Setup, model, staging: Path, log, progress) -> list[dict]:
 
 
 def train(cfg: TrainConfig, *, progress=print) -> Path:
+    """Train ``cfg.method``; under a launch of N processes every process calls this and trains its share of each
+    batch, and the main process writes the run."""
     t_start = time.time()
+    begin(cfg.deepspeed)
+    progress = main_only(progress)
     out = Path(cfg.output) if cfg.output else None
     s = setup(cfg)
     staging = staging_dir(out)
-    if is_main():
-        if staging.exists() and not cfg.resume:
-            shutil.rmtree(staging)
-        staging.mkdir(parents=True, exist_ok=True)
-    barrier()
+    on_main(_fresh_staging, staging, keep=cfg.resume)
     log = JsonlLog(staging / "train_log.jsonl", t_start, enabled=is_main())
     log({"event": "start", "method": cfg.method, "model": cfg.model, "examples": len(s.data.rows), "truncated": s.data.truncated})
     model = methods.wrap(s.loaded.model, s.loaded.tokenizer, s.method, cfg, s.loaded.is_seq2seq)
     records = fit(s, model, staging, log, progress)
-    if is_main():
-        shutil.rmtree(staging / "checkpoints", ignore_errors=True)
-        save(s, model, staging, records, time.time() - t_start)
-        commit(staging, out)
-    barrier()
+    save(s, model, staging, records, t_start)
+    on_main(commit, staging, out)
     return out
 
 
-def save(s: Setup, model, root: Path, records: list[dict], wall: float) -> None:
-    """The run's artifacts (``prompt/``, ``lora/``, ``model/``) and run.json."""
-    cfg, method = s.cfg, s.method
+def _fresh_staging(staging: Path, keep: bool) -> None:
+    if staging.exists() and not keep:
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True, exist_ok=True)
+
+
+def save(s: Setup, model, root: Path, records: list[dict], t_start: float) -> None:
+    """The run's artifacts (``prompt/``, ``lora/``, ``model/``) and run.json. Every process calls this: the weights
+    of a sharded model are gathered (``engine.checkpoints``), and the main process writes."""
+    method = s.method
+    on_main(shutil.rmtree, root / "checkpoints", ignore_errors=True)
+    state = full_state(model) if is_sharded(model) and (method.changes_base or method.uses_lora) else None
     if method.uses_prompt:
-        model.save_pretrained(str(root / "prompt"))
+        save_pretrained(model, root / "prompt", state)
     if method.uses_lora:
-        model.save_pretrained(str(root / "lora"))
+        save_pretrained(model, root / "lora", state)
     if method.changes_base:
         base = model.get_base_model() if hasattr(model, "get_base_model") else model
-        base.save_pretrained(str(root / "model"), safe_serialization=True)
-        s.loaded.tokenizer.save_pretrained(str(root / "model"))
-    info = {
+        save_pretrained(base, root / "model", state and part_state(state, model, base), safe_serialization=True)
+        on_main(s.loaded.tokenizer.save_pretrained, str(root / "model"))
+    on_main(lambda: write_json(root / RUN_FILE, run_info(s, root, records, time.time() - t_start)))
+
+
+def run_info(s: Setup, root: Path, records: list[dict], wall: float) -> dict:
+    """run.json: what was trained, how, on what, and how it went."""
+    cfg = s.cfg
+    return {
         "retain_version": __version__,
         "method": cfg.method,
         "config": to_dict(cfg),
@@ -168,10 +179,10 @@ def save(s: Setup, model, root: Path, records: list[dict], wall: float) -> None:
         "memory": peak_memory(records),
         "artifacts": sorted(p.name for p in root.iterdir() if p.is_dir()),
         "world_size": world()[1],
+        "parallelism": parallelism(),
         "versions": library_versions(),
         "wall_time_s": round(wall, 2),
     }
-    write_json(root / RUN_FILE, info)
 
 
 def peak_memory(records: list[dict]) -> dict:
