@@ -65,7 +65,7 @@ def test_packing_check_refuses_a_model_that_mixes_packed_sequences():
 
 @pytest.mark.parametrize("method", ["prompt", "full"])
 def test_group_by_length_cuts_padding_of_padded_stages(tmp_path, monkeypatch, method):
-    """--group-by-length draws padded batches (a soft prompt) from similar lengths; packed stages are unaffected."""
+    """--group-by-length draws padded batches from similar lengths; packed stages are unaffected."""
     import json
 
     import transformers
@@ -89,7 +89,8 @@ def test_group_by_length_cuts_padding_of_padded_stages(tmp_path, monkeypatch, me
         shapes.clear()
         out = tmp_path / f"{method}-{grouped}"
         train(TrainConfig(model="tiny-random-llama", method=method, train=str(data), template="{input} =>", output=str(out),
-                          max_steps=6, batch_size=8, prompt_length=4, eval_every=0, save_every=0, group_by_length=grouped),
+                          max_steps=6, batch_size=8, prompt_length=4, eval_every=0, save_every=0, group_by_length=grouped,
+                          packing=method == "full"),  # a padded prompt stage (--no-packing) vs a packed stage
               progress=lambda m: None)
         stage = json.loads((out / "run.json").read_text())["stages"][0]
         assert stage["grouped_by_length"] is (grouped and method == "prompt") and stage["packed"] is (method == "full")

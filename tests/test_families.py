@@ -10,6 +10,7 @@ import pytest
 import retain
 from retain.cli import main
 from retain.engine import packing_is_exact
+from retain.engine.prompt_packing import prompt_packing_layout
 from retain.evaluation.decoding import padding_is_exact
 from retain.evaluation.harness import evaluate_all
 from retain.evaluation.suite import load_suite
@@ -28,8 +29,12 @@ FAMILIES = {  # spec: what makes the family different
 # Which shortcut is exact for which family (retain checks each model at run time and falls back; this
 # table is what that check says today, so a change in a family's behaviour shows up here):
 # packing = padding-free training rows; padding = batched decoding with padding between prefix and suffix.
-EXACT = {"tiny-random-llama": {"packing": True, "padding": True}, "tiny-random-qwen": {"packing": True, "padding": True},
-         "tiny-random-gemma3": {"packing": True, "padding": False}, "tiny-random-gpt2": {"packing": True, "padding": True}}
+# prompt_packing = the padding-free layout of soft-prompt stages (engine/prompt_packing.py): "shared" needs a custom
+# block mask, which sliding-window layers do not take, so Gemma 3 gives each example its own copy of the prompt.
+EXACT = {"tiny-random-llama": {"packing": True, "padding": True, "prompt_packing": "shared"},
+         "tiny-random-qwen": {"packing": True, "padding": True, "prompt_packing": "shared"},
+         "tiny-random-gemma3": {"packing": True, "padding": False, "prompt_packing": "copies"},
+         "tiny-random-gpt2": {"packing": True, "padding": True, "prompt_packing": "shared"}}
 TEMPLATE = "Review: {input}\\nSentiment:"
 STEPS = ("--max-steps", "2", "--stage1-steps", "2", "--stage2-steps", "2", "--batch-size", "4", "--prompt-length", "4",
          "--save-every", "0", "--lr", "1e-3", "--stage2-lr", "1e-3")
@@ -60,9 +65,15 @@ def test_every_method_trains_and_evaluates(tmp_path, task, suite, spec):
     for method in method_names():
         out = _train(tmp_path, task, spec, method)
         info = json.loads((out / "run.json").read_text())
+        prompted = "prompt" in info["artifacts"]
         for stage in info["stages"]:  # the path that ran is the one the family's own check allows
-            assert stage["packed"] == (causal and not stage["trains"].startswith("prompt") and "prompt" not in info["artifacts"]
-                                       and packing_is_exact(base.model)), (method, stage)
+            if not causal:
+                expected = "padded"
+            elif prompted:
+                expected = EXACT[spec]["prompt_packing"]
+            else:
+                expected = "rows" if packing_is_exact(base.model) else "padded"
+            assert stage["packing"] == expected and stage["packed"] == (expected != "padded"), (method, stage)
         run = retain.load_run(out)
         assert len(run.generate(["a fine film"], max_new_tokens=3)) == 1
     # both evaluator engines agree, for the tuned model with its prompt and for the base model
@@ -74,7 +85,8 @@ def test_every_method_trains_and_evaluates(tmp_path, task, suite, spec):
         for name in fast["tasks"]:
             assert fast["tasks"][name]["units"] == simple["tasks"][name]["units"], (spec, name)
     if causal:  # the path taken on each family (both paths give the same predictions, checked above)
-        assert {"packing": packing_is_exact(base.model), "padding": padding_is_exact(base.model)} == EXACT[spec]
+        assert {"packing": packing_is_exact(base.model), "padding": padding_is_exact(base.model),
+                "prompt_packing": prompt_packing_layout(run.model_for(True))} == EXACT[spec]
 
 
 @pytest.mark.parametrize("spec", list(FAMILIES))

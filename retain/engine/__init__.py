@@ -12,6 +12,7 @@ by ``requires_grad`` (see ``retain.methods.prepare``). Under
 | checkpoints.py | whole-model safetensors checkpoints; the newest complete one (``--resume``) |
 | interrupt.py   | Ctrl-C: checkpoint and stop, exit code 130                                  |
 | packing.py     | padding-free batches, used where a per-model check shows they are exact     |
+| prompt_packing.py | padding-free soft-prompt batches: each example keeps its prompt, positions and attention |
 
 Checkpoints hold the *whole* model state (``Trainer._save`` on a PeftModel would
 save only the adapter, losing stage-2 weights), so ``--resume`` continues exactly

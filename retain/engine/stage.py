@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from pathlib import Path
@@ -15,6 +16,7 @@ from retain.engine.callbacks import BestCheckpoint, LogCallback
 from retain.engine.checkpoints import last_checkpoint
 from retain.engine.interrupt import Interrupted, catch_sigint
 from retain.engine.packing import collator, packing_is_exact, virtual_tokens
+from retain.engine.prompt_packing import LAYOUTS, PromptPackingCollator, packed_prompts, prompt_packing_layout
 from retain.engine.trainer import StageTrainer
 from retain.errors import RetainError
 from retain.methods import Stage, param_groups, prepare
@@ -22,6 +24,8 @@ from retain.methods import Stage, param_groups, prepare
 
 def training_arguments(cfg, stage_dir: Path, steps: int, lr: float, grouped: bool) -> TrainingArguments:
     """The Trainer's arguments for one stage, from the engine options (``retain.config.EngineOptions``)."""
+    from retain.distributed import keep_accelerator_state
+
     return TrainingArguments(
         output_dir=str(stage_dir),
         max_steps=steps,
@@ -51,6 +55,8 @@ def training_arguments(cfg, stage_dir: Path, steps: int, lr: float, grouped: boo
         fp16=cfg.mixed_precision == "fp16",
         gradient_checkpointing=cfg.gradient_checkpointing,
         gradient_checkpointing_kwargs={"use_reentrant": False} if cfg.gradient_checkpointing else None,
+        deepspeed=cfg.deepspeed,  # checked before the model was loaded (distributed.check_deepspeed)
+        accelerator_config={"use_configured_state": True} if keep_accelerator_state() else None,
     )
 
 
@@ -72,14 +78,25 @@ def check_precision(cfg) -> None:
         raise RetainError(f"--mixed-precision fp16 scales float32 gradients; with --dtype {cfg.dtype} use --mixed-precision no")
 
 
-def memory_estimate(model, cfg, rows: list[dict], *, packed: bool, virtual: int, causal: bool) -> dict:
+def packing_layout(model, cfg, *, causal: bool, virtual: int) -> str | None:
+    """How a stage batches its rows: ``rows`` (padding-free, no soft prompt), ``shared`` or ``copies`` (padding-free
+    with a soft prompt, ``engine.prompt_packing``), or None (padded to the longest), each only where exact."""
+    if not causal or not getattr(cfg, "packing", True):
+        return None
+    if virtual:
+        return prompt_packing_layout(model)
+    return "rows" if packing_is_exact(model) else None
+
+
+def memory_estimate(model, cfg, rows: list[dict], *, layout: str | None, virtual: int, causal: bool) -> dict:
     """The stage's peak-memory estimate (``engine.memory``) for its batch size and the data's lengths
     (an encoder-decoder row counts its input and its target tokens)."""
     lengths = [len(r["input_ids"]) + (0 if causal else len(r["labels"])) for r in rows] or [1]
     labelled = sum(sum(1 for t in r["labels"] if t != -100) for r in rows) / max(len(rows), 1)
     b = cfg.batch_size
-    if packed:
-        shape = (1, round(b * sum(lengths) / len(lengths)))
+    if layout:
+        prompt = {"shared": virtual, "copies": virtual * b}.get(layout, 0)
+        shape = (1, round(b * sum(lengths) / len(lengths)) + prompt)
     else:
         shape = (b, max(lengths) + virtual)
     return memory.estimate(model, cfg, rows=shape[0], seq_len=shape[1], loss_tokens=round(b * labelled))
@@ -119,30 +136,32 @@ def run_stage(model, tokenizer, stage: Stage, *, rows: list[dict], steps: int, l
     stage_dir.mkdir(parents=True, exist_ok=True)
     causal = not getattr(getattr(model, "config", None), "is_encoder_decoder", False)
     virtual = virtual_tokens(model)
-    packed = causal and not virtual and getattr(cfg, "packing", True) and packing_is_exact(model)
+    layout = packing_layout(model, cfg, causal=causal, virtual=virtual)
+    packed, in_row = layout is not None, layout in LAYOUTS  # in_row: the soft prompt sits in the packed row
     grouped = bool(getattr(cfg, "group_by_length", False)) and not packed
     args = training_arguments(cfg, stage_dir, steps, lr, grouped)
-    estimate = memory_estimate(model, cfg, rows, packed=packed, virtual=virtual, causal=causal)
+    estimate = memory_estimate(model, cfg, rows, layout=layout, virtual=virtual, causal=causal)
     if is_main():
         sys.stderr.write(f"[retain] {stage.name}: memory estimate {memory.describe(estimate)}\n")
     best = BestCheckpoint(evaluate, cfg.eval_every if evaluate else 0, steps, stage_dir, log)
-    trainer = StageTrainer(model=model, args=args, train_dataset=rows, data_collator=collator(tokenizer, packed),
-                           optimizers=(optimizer(model, args, cfg, lr, prompt_lr), None), callbacks=[best, LogCallback(log)],
-                           selective_loss=causal, virtual_tokens=virtual, label_smoothing=cfg.label_smoothing)
+    collate = PromptPackingCollator(virtual, layout) if in_row else collator(tokenizer, packed)
+    trainer = StageTrainer(model=model, args=args, train_dataset=rows, data_collator=collate,
+                           optimizer_factory=lambda m: optimizer(m, args, cfg, lr, prompt_lr), callbacks=[best, LogCallback(log)],
+                           selective_loss=causal, virtual_tokens=0 if in_row else virtual, label_smoothing=cfg.label_smoothing)
     ckpt = last_checkpoint(stage_dir) if resume else None
     log({"event": "stage_start", "stage": stage.name, "trains": stage.trains, "steps": steps, "lr": lr,
-         "trainable_parameters": n_train, "packed": packed, "grouped_by_length": grouped,
+         "trainable_parameters": n_train, "packed": packed, "packing": layout or "padded", "grouped_by_length": grouped,
          "resumed_from": str(ckpt.name) if ckpt else None})
     t0 = time.time()
     in_use = memory.start_measuring()
-    with catch_sigint(trainer):
+    with catch_sigint(trainer), packed_prompts(model) if in_row else contextlib.nullcontext():
         result = trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
     _raise_if_stopped(trainer, stage, stage_dir, log, resumable)
     best.restore(model)
     record = {
         "stage": stage.name, "trains": stage.trains, "steps": steps, "learning_rate": lr,
         "prompt_learning_rate": prompt_lr if stage.trains_prompt else None,
-        "trainable_parameters": n_train, "packed": packed, "grouped_by_length": grouped,
+        "trainable_parameters": n_train, "packed": packed, "packing": layout or "padded", "grouped_by_length": grouped,
         "train_loss": round(float(result.training_loss), 6),
         "input_tokens": int(trainer.state.num_input_tokens_seen),
         "evaluations": best.evals, "best": best.best, "wall_time_s": round(time.time() - t0, 2),

@@ -10,9 +10,9 @@ import torch
 import torch.nn.functional as F
 from transformers import Trainer
 
-from retain.distributed import world
+from retain.distributed import is_main, world
 from retain.engine.callbacks import Veto
-from retain.engine.checkpoints import STATE_FILE, load_state, save_state
+from retain.engine.checkpoints import STATE_FILE, drop_aliases, full_state, load_state, write_state
 
 
 class StageTrainer(Trainer):
@@ -23,10 +23,20 @@ class StageTrainer(Trainer):
     bad_step: int | None = None
     stopped_by_interrupt = False
 
-    def __init__(self, *args, selective_loss: bool = False, virtual_tokens: int = 0, label_smoothing: float = 0.0, **kwargs):
+    def __init__(self, *args, selective_loss: bool = False, virtual_tokens: int = 0, label_smoothing: float = 0.0,
+                 optimizer_factory=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.selective_loss, self.virtual_tokens, self.label_smoothing = selective_loss, virtual_tokens, label_smoothing
+        self.optimizer_factory = optimizer_factory
         self.add_callback(Veto(self))
+
+    def create_optimizer(self, model=None):
+        """retain's parameter groups (``optimizer_factory(model)``: the soft prompt at its own rate), built when the
+        Trainer asks: under FSDP the Trainer refuses an optimizer passed in ("Passing `optimizers` is not allowed if
+        PyTorch FSDP is enabled") and builds it on the model it is about to shard (or has sharded)."""
+        if self.optimizer is None and self.optimizer_factory is not None:
+            self.optimizer = self.optimizer_factory(model if model is not None else self.model)
+        return super().create_optimizer(model)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         """Token cross-entropy (with ``--label-smoothing``) on the labelled tokens.
@@ -59,6 +69,13 @@ class StageTrainer(Trainer):
                 loss = loss * self.accelerator.num_processes
         return (loss, outputs) if return_outputs else loss
 
+    def _track_num_input_tokens(self, inputs):
+        """Real tokens only: a packed soft-prompt row's prompt slots are not input text."""
+        slots = inputs.get("prompt_slots")
+        if slots is not None:
+            inputs = {**inputs, "input_ids": inputs["input_ids"][~slots].unsqueeze(0)}
+        return super()._track_num_input_tokens(inputs)
+
     def training_step(self, model, inputs, num_items_in_batch=None):
         loss = super().training_step(model, inputs, num_items_in_batch)
         flags = torch.tensor([0.0 if torch.isfinite(loss).all() else 1.0, 1.0 if self.interrupted else 0.0])
@@ -71,9 +88,13 @@ class StageTrainer(Trainer):
         return loss
 
     def _save(self, output_dir=None, state_dict=None):
+        """The whole model state, written by the main process. Every process is here (``save_model``): under FSDP
+        ``state_dict`` is the full state the Trainer gathered (``accelerator.get_state_dict``), else it is read here."""
         out = Path(output_dir or self.args.output_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        save_state(self.model, out / STATE_FILE)
+        state = drop_aliases(self.model, state_dict) if state_dict is not None else full_state(self.model)
+        if is_main():
+            out.mkdir(parents=True, exist_ok=True)
+            write_state(state, out / STATE_FILE)
 
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
         load_state(model or self.model, Path(resume_from_checkpoint) / STATE_FILE)
