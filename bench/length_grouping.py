@@ -1,7 +1,8 @@
-"""Padded stages (a soft prompt cannot be packed): random batches vs --group-by-length.
+"""Padded stages: random batches vs --group-by-length.
 
-ProMoT's stage 1 (``retain train --method prompt``) pads every batch to its
-longest example, because PEFT prepends the soft prompt to each row. Both sides
+A stage that pads (encoder-decoder models, ``--no-packing``, a model whose packing check fails) pads
+every batch to its longest example; here ``retain train --method prompt --no-packing`` (soft-prompt
+stages pack by default since 2026-11-29). Both sides
 train the same soft prompt on the same SST-2 examples with the same steps, batch
 size and seed; one draws random batches (the default), the other draws batches
 of similar length (``--group-by-length``: transformers' LengthGroupedSampler).
@@ -35,7 +36,8 @@ def side(model_spec, train_file, args, out, grouped: bool) -> dict:
 
     cfg = TrainConfig(model=model_spec, method="prompt", train=str(train_file), output=str(out), template=TEMPLATE,
                       max_steps=args.steps, batch_size=args.batch_size, prompt_length=args.prompt_length, eval_every=0,
-                      save_every=0, log_every=1, seed=args.seed, overwrite=True, group_by_length=grouped)
+                      save_every=0, log_every=1, seed=args.seed, overwrite=True, group_by_length=grouped,
+                      packing=False)  # a padded stage: soft-prompt stages pack by default
     train(cfg, progress=lambda m: None)
     stage = json.loads((out / "run.json").read_text())["stages"][0]
     assert stage["grouped_by_length"] is grouped and not stage["packed"], stage

@@ -12,6 +12,13 @@ SHARED = Path(os.environ.get("RETAIN_SHARED_DATA", ROOT.parent / "shared" / "dat
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):  # `pytest -n N` (make test): the cores shared out over the workers
+    _threads = max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
+    os.environ["OMP_NUM_THREADS"] = str(_threads)  # the CLI subprocesses a test starts, too
+    import torch
+
+    torch.set_num_threads(_threads)
+
 
 def write_jsonl(path: Path, rows) -> Path:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
