@@ -81,12 +81,10 @@ def packed_forward(model, *, input_ids, position_ids, prompt_slots, segments=Non
     prompt = model.get_prompt(batch_size=1)[0].to(embeds.dtype)
     copies = int(prompt_slots.sum()) // prompt.shape[0]
     embeds = embeds.masked_scatter(prompt_slots.unsqueeze(-1), prompt.repeat(copies, 1))
-    mask = None
-    if segments is not None:
-        base = model.get_base_model()
-        mask = block_mask(segments, base.config._attn_implementation, embeds.dtype)
+    base = model.get_base_model()
+    mask = None if segments is None else block_mask(segments, base.config._attn_implementation, embeds.dtype)
     kwargs.pop("attention_mask", None)
-    return model.get_base_model()(inputs_embeds=embeds, position_ids=position_ids, attention_mask=mask, **kwargs)
+    return base(inputs_embeds=embeds, position_ids=position_ids, attention_mask=mask, **kwargs)
 
 
 @contextlib.contextmanager
