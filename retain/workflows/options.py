@@ -70,6 +70,10 @@ class CompareOptions(EvalOptions):
     title: str = opt("Comparison", "Title of results.md.")
     seeds: int = opt(1, "Train every trained method S times (seeds --seed .. --seed+S-1); the intervals include that variance.",
                      positive=True, metavar="S")
+    sweep: str | None = opt(None, "Train every method at each value of training option(s): FIELD=V1,V2,... (e.g. lr=1e-5,3e-5,1e-4); "
+                                  "FIELD+FIELD2=V1,... sets several at once (lr+stage2_lr=...: full FT's and ProMoT stage 2's "
+                                  "learning rate alike). Runs are named METHOD@FIELD=V; frontier.md/frontier.png draw each "
+                                  "method's tuned-task score against Norm. Avg. over the values.", metavar="SPEC")
 
 
 @dataclass
