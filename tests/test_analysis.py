@@ -195,3 +195,33 @@ def test_format_rate_of_a_point_is_the_pooled_share_with_its_standard_error():
     assert got["n"] == 5 and got["rate"] == pytest.approx(40.0)
     assert got["se"] == pytest.approx(float(sem([100, 0, 100, 0, 0])))
     assert stage_offsets([5, 3]) == [-5, 0] and stage_offsets([4]) == [0] and stage_offsets([2, 3, 4]) == [-5, -3, 0]
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["format-curve", "--methods", "full,fancy"], "--methods: unknown method 'fancy'"),
+    (["format-curve", "--tasks", "copy,nope"], "--tasks: no task 'nope' in the suite"),
+    (["format-curve", "--every", "0"], "--every must be positive"),
+    (["format-curve", "--validation", None], "--validation is required"),
+    (["gradients", "--train", "ONE"], "shuffling labels needs at least 2"),
+    (["gradients", "--probe-batches", "-1"], "--probe-batches must be positive"),
+    (["gradients", "--methods", "full,prompt"], "--methods: prompt trains no model weights"),
+])
+def test_analyze_bad_input_is_one_line_and_writes_nothing(tmp_path, task, capsys, argv, needle):
+    from retain.cli import main
+
+    train, val = task
+    one = write_jsonl(tmp_path / "one.jsonl", [{"input": "a", "output": "b"}])
+    args = {"--model": "tiny-random-llama", "--train": train, "--validation": val, "--suite": _suite(tmp_path),
+            "--output": tmp_path / "out"}
+    if argv[0] == "gradients":
+        args.pop("--validation")
+        args.pop("--suite")
+    flags = argv[1:]
+    for flag, value in zip(flags[::2], flags[1::2]):
+        args[flag] = {"ONE": one}.get(value, value)
+    cmd = ["analyze", argv[0]] + [str(x) for k, v in args.items() if v is not None for x in (k, v)]
+    with pytest.raises(SystemExit) as e:
+        main(cmd)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and needle in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "out").exists() and not (tmp_path / ".out.partial").exists()

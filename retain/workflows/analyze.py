@@ -144,7 +144,7 @@ def _pick_tasks(tasks: list, names: str | None) -> list:
 
 
 def _setup(cfg: TrainConfig, opts) -> dict:
-    return {"options": {k: v for k, v in dataclasses.asdict(opts).items()},
+    return {"options": dataclasses.asdict(opts),
             "train_options": {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("output", "overwrite", "resume")}}
 
 
@@ -155,6 +155,9 @@ def gradients(cfg: TrainConfig, opts: GradientOptions, *, log=print) -> dict:
     from retain.data import check_template, load_examples, template_fields
 
     names = parse_methods(opts.methods)
+    for name in names:
+        if not any(st.trains_model for st in registry.get(name.removesuffix("-1shot")).stages):
+            raise RetainError(f"--methods: {name} trains no model weights; the gradient analysis measures the stages that do")
     cfg.template = check_template(cfg.template)
     examples = load_examples(cfg.train, fields=template_fields(cfg.template), flag="--train")
     if len(examples) < 2:
