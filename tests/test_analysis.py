@@ -123,6 +123,8 @@ def test_gradient_analysis_measures_stages_that_train_the_model(tmp_path, task):
                 c = p["cosine"][g]
                 assert -1.0 <= c["cosine"] <= 1.0 + 1e-9 and c["n"] == 2 and c["se"] is not None
     assert res["modules"]["full"]["q"] == ["model.layers.1.self_attn.q_proj"]
+    assert [b["examples"] for b in res["probe_batches"]["full"]] == [4, 4]
+    assert all(0 <= b["outputs_changed"] <= 4 for b in res["probe_batches"]["promot"])
     assert "| promot | 0 | stage2 (0) |" in (out / "results.md").read_text()
     assert (out / "gradients.png").stat().st_size > 1000
 

@@ -78,8 +78,9 @@ def shuffled(examples: list[dict], perm) -> list[dict]:
 
 
 def probe_batches(examples: list[dict], tokenizer, fmt, max_length: int, *, batches: int, size: int, seed: int) -> list:
-    """``batches`` fixed batches of ``size`` training examples (seeded), each as (real rows, shuffled rows): the
-    same examples tokenized as training does (``data.tokenize``), the second with a seeded permutation of outputs."""
+    """``batches`` fixed batches of ``size`` training examples (seeded), each as (real rows, shuffled rows, how many
+    outputs the shuffle changed): the same examples tokenized as training does (``data.tokenize``), the second with
+    a seeded permutation of outputs (for a classification task some examples keep their label: the count says)."""
     from retain.data import tokenize
 
     rng = np.random.default_rng(seed)
@@ -90,7 +91,8 @@ def probe_batches(examples: list[dict], tokenizer, fmt, max_length: int, *, batc
         if len(chunk) < 2:
             break  # one example has nothing to swap outputs with
         fake = shuffled(chunk, rng.permutation(len(chunk)))
-        out.append((tokenize(chunk, tokenizer, fmt, max_length).rows, tokenize(fake, tokenizer, fmt, max_length).rows))
+        changed = sum(a["output"] != b["output"] for a, b in zip(chunk, fake))
+        out.append((tokenize(chunk, tokenizer, fmt, max_length).rows, tokenize(fake, tokenizer, fmt, max_length).rows, changed))
     return out
 
 
@@ -125,11 +127,11 @@ def cosine(a: dict, b: dict, pieces) -> float | None:
     return dot / float(np.sqrt(na * nb)) if na > 0 and nb > 0 else None
 
 
-def cosines(trainer, batches: list[tuple[list[dict], list[dict]]], groups: dict) -> dict:
+def cosines(trainer, batches: list[tuple], groups: dict) -> dict:
     """Per group: the cosine between real and shuffled gradients, mean over the probe batches ± SE, n batches."""
     every = [(p, None) for p in trainer.model.parameters() if p.requires_grad]
     per: dict[str, list[float]] = {g: [] for g in GROUPS}
-    for real, fake in batches:
+    for real, fake, *_ in batches:
         a, b = gradient(trainer, real), gradient(trainer, fake)
         for g in GROUPS:
             c = cosine(a, b, every if g == "overall" else groups[g][1])

@@ -165,6 +165,7 @@ def gradients(cfg: TrainConfig, opts: GradientOptions, *, log=print) -> dict:
     staging = _begin(cfg)
     points: dict[str, list] = {n: [] for n in names}
     modules: dict[str, dict] = {}
+    probes: dict[str, list] = {}
 
     def observer(name):
         def observe(s, trainer, stage):
@@ -174,6 +175,7 @@ def gradients(cfg: TrainConfig, opts: GradientOptions, *, log=print) -> dict:
             steps, offset = _steps(s, stage)
             batches = probe_batches(examples, s.loaded.tokenizer, s.fmt, s.max_length, batches=opts.probe_batches,
                                     size=s.cfg.batch_size, seed=s.cfg.seed)
+            probes[name] = [{"examples": len(real), "outputs_changed": changed} for real, _, changed in batches]
 
             def record(point):
                 points[name].append(point)
@@ -183,13 +185,16 @@ def gradients(cfg: TrainConfig, opts: GradientOptions, *, log=print) -> dict:
         return observe
 
     _train_all(cfg, names, staging, observer, log)
-    results = {"analysis": "gradients", "every": opts.every, "probe_batches": opts.probe_batches, "modules": modules,
+    results = {"analysis": "gradients", "every": opts.every, "probe_batches": probes, "modules": modules,
                "layout": LAYOUT, "setup": _setup(cfg, opts), "methods": points}
     md = ["# Gradient on the real task vs on shuffled labels\n",
           "Cosine between the training-loss gradient on probe batches and on the same batches with outputs permuted "
           "among their examples (mean ± SE over the batches), per module of the last block and overall; "
           "stages that train the model's weights only; step 0 = that stage's start.\n",
           "Modules: " + "; ".join(f"{m}: " + ", ".join(f"{g} = {'/'.join(v)}" for g, v in groups.items())
-                                  for m, groups in modules.items()) + "\n", report.gradient_table(results), ""]
+                                  for m, groups in modules.items()) + "\n",
+          "Probe batches (examples, outputs the shuffle changed): " + "; ".join(
+              f"{m}: " + ", ".join(f"({b['examples']}, {b['outputs_changed']})" for b in bs) for m, bs in probes.items()) + "\n",
+          report.gradient_table(results), ""]
     report.plot_gradients(results, staging / "gradients.png")
     return _finish(staging, Path(cfg.output), results, "\n".join(md) + "\n", opts.keep_runs)
