@@ -3,7 +3,8 @@
 Every training option of ``retain train`` applies to every method (one budget):
 ``--max-steps`` for single-stage methods, ``--stage1-steps``/``--stage2-steps``
 for promot. Results: DIR/results.md (rows = tasks, columns = methods),
-results.json, tradeoff.png, tasks.png. Rerun the same command to resume.
+results.json, tradeoff.png, tasks.png (with --sweep: every method at every value, and each method's
+frontier in frontier.md, frontier.png). Rerun the same command to resume.
 """
 
 from __future__ import annotations

@@ -73,18 +73,18 @@ def output_space(train_examples: list[dict]) -> OutputSpace | None:
     return OutputSpace("vocab", vocab={w for w, c in out_words.items() if c >= 2 and w not in in_words})
 
 
+def format_hits(space: OutputSpace | None, predictions: list[str], references) -> list[bool]:
+    """For every counted answer (its reference is not in the tuned output space), whether it falls in that space."""
+    if space is None:
+        return []
+    return [space.contains(p) for p, r in zip(predictions, references)
+            if not any(space.contains(x) for x in ([r] if isinstance(r, str) else list(r)))]
+
+
 def format_counts(space: OutputSpace | None, predictions: list[str], references) -> tuple[int, int]:
     """(answers in the tuned output space, answers counted)."""
-    if space is None:
-        return 0, 0
-    hits = counted = 0
-    for p, r in zip(predictions, references):
-        refs = [r] if isinstance(r, str) else list(r)
-        if any(space.contains(x) for x in refs):
-            continue
-        counted += 1
-        hits += space.contains(p)
-    return hits, counted
+    hits = format_hits(space, predictions, references)
+    return sum(hits), len(hits)
 
 
 # ------------------------------------------------------------------ tasks

@@ -44,6 +44,7 @@ from retain.evaluation.harness import TunedSpec, evaluate_all, output_space, tun
 from retain.evaluation.metrics import resolve_metric
 from retain.evaluation.suite import load_suite
 from retain.workflows.options import CompareOptions
+from retain.workflows.sweep import parse_sweep, run_config, run_of
 
 SETTINGS = "compare.json"
 RESULTS_FORMAT = 2  # 2: per-item units, standard errors, paired intervals
@@ -215,7 +216,7 @@ class Comparison:
         for name, s in jobs:
             if name == "base" or self.eval_path(name, s).is_file():
                 continue
-            method = "full" if name.startswith("wise-ft-") else name
+            method = run_of(name)
             d = self.run_dir(method, s)
             if (d / "run.json").is_file():
                 self.log(f"[compare] {seeded(method, s)}: already trained, reusing {d}")
@@ -229,8 +230,8 @@ class Comparison:
         from retain.workflows.train import train
 
         for method, s, resume in on_main(self.missing_runs, jobs):
-            c = dataclasses.replace(self.cfg, method=method.removesuffix("-1shot"), one_shot=method.endswith("-1shot"),
-                                    output=str(self.run_dir(method, s)), overwrite=False, seed=self.cfg.seed + s, resume=resume)
+            c = run_config(self.cfg, method, output=str(self.run_dir(method, s)), overwrite=False, seed=self.cfg.seed + s,
+                           resume=resume)
             self.log(f"[compare] training {seeded(method, s)}")
             train(c, progress=self.log)
 
@@ -250,8 +251,8 @@ class Comparison:
             tuned = self.tuned(TaskFormat(self.cfg.template, None, b.is_seq2seq), inputs.metric, max_new)
             return evaluate_all(b.model, b.tokenizer, inputs.tasks, inputs.shots, is_seq2seq=b.is_seq2seq, tuned=tuned, **common)
         if name.startswith("wise-ft-"):
-            ft, b = load_run(self.run_dir("full", s)), self.base()
-            model = interpolate(b.model, ft.model, float(name[len("wise-ft-"):]))
+            ft, b = load_run(self.run_dir(run_of(name), s)), self.base()
+            model = interpolate(b.model, ft.model, float(name.partition("@")[0][len("wise-ft-"):]))
             tuned = self.tuned(TaskFormat(self.cfg.template, None, b.is_seq2seq), inputs.metric, ft.info.get("max_new_tokens", 32))
             return evaluate_all(model, b.tokenizer, inputs.tasks, inputs.shots, is_seq2seq=b.is_seq2seq, tuned=tuned,
                                 train_seed=s, **common)
@@ -312,7 +313,8 @@ def compare(cfg: TrainConfig, opts: CompareOptions, *, out: Path, title: str | N
     begin(cfg.deepspeed)  # under a launch of N processes: every one runs this; the main one writes
     log = main_only(log)
     out, title = Path(out), title or opts.title
-    names = expand(parse_methods(opts.methods), parse_alphas(opts.wise_alphas))
+    sweep = parse_sweep(opts.sweep)
+    names = [v for n in expand(parse_methods(opts.methods), parse_alphas(opts.wise_alphas)) for v in (sweep.names(n) if sweep else [n])]
     inputs = check_inputs(cfg, opts)
     staging = on_main(lambda: _prepare_dir(out, settings_of(cfg, opts, inputs), cfg.overwrite))
     tuned_name = tuned_name or tuned_task_name(cfg.train)
@@ -328,7 +330,7 @@ def compare(cfg: TrainConfig, opts: CompareOptions, *, out: Path, title: str | N
             evals.setdefault(name, []).append(res)
         results = _results(cfg, opts, inputs, title, tuned_name, evals)
         results["paired"] = compare_methods(results)
-        write_outputs(results, staging, title)
+        write_outputs(results, staging, title, sweep)
         for p in staging.rglob("*.partial"):
             shutil.rmtree(p, ignore_errors=True)
         commit(staging, out)
@@ -369,9 +371,12 @@ def merge_seeds(evals: list[dict]) -> dict:
     return attach_summaries(out)
 
 
-def write_outputs(results: dict, root: Path, title: str) -> None:
+def write_outputs(results: dict, root: Path, title: str, sweep=None) -> None:
+    from retain.analysis.frontier import write_frontier
     from retain.evaluation.report import markdown_report, plot
 
+    if sweep:  # each method's frontier over the swept values: results["frontier"], frontier.md, frontier.png
+        write_frontier(results, root, sweep.fields, sweep.values)
     write_json(root / "results.json", results)
     write_text(root / "results.md", markdown_report(results, title))
     plot(results, root)

@@ -70,6 +70,10 @@ class CompareOptions(EvalOptions):
     title: str = opt("Comparison", "Title of results.md.")
     seeds: int = opt(1, "Train every trained method S times (seeds --seed .. --seed+S-1); the intervals include that variance.",
                      positive=True, metavar="S")
+    sweep: str | None = opt(None, "Train every method at each value of training option(s): FIELD=V1,V2,... (e.g. lr=1e-5,3e-5,1e-4); "
+                                  "FIELD+FIELD2=V1,... sets several at once (lr+stage2_lr=...: full FT's and ProMoT stage 2's "
+                                  "learning rate alike). Runs are named METHOD@FIELD=V; frontier.md/frontier.png draw each "
+                                  "method's tuned-task score against Norm. Avg. over the values.", metavar="SPEC")
 
 
 @dataclass
@@ -103,3 +107,29 @@ class GenerateOptions:
     full: bool = opt(False, "Print the whole continuation, not just its first line.")
     texts: tuple = opt((), "Inputs; with none, one input per line is read from standard input.", nargs="*", metavar="TEXT",
                         positional=True)
+
+
+@dataclass
+class CurveOptions(EvalOptions):
+    """``retain analyze format-curve``'s own options (the training options are ``TrainConfig``'s)."""
+
+    methods: str = opt("full,promot", "Comma-separated methods trained with one budget and followed: any registered method, "
+                                      "NAME-1shot.")
+    every: int = opt(10, "Score the suite and the tuned task every N optimizer steps of each stage (and at its first and "
+                         "last step).", positive=True, metavar="N")
+    tasks: str | None = opt(None, "Comma-separated names of --suite tasks to score (default: every task).", metavar="NAMES")
+    keep_runs: bool = opt(False, "Keep the trained runs in DIR/runs/ (default: removed once followed; the curve is the product).")
+
+
+@dataclass
+class GradientOptions:
+    """``retain analyze gradients``'s own options (the training options are ``TrainConfig``'s)."""
+
+    methods: str = opt("full,promot", "Comma-separated methods trained with one budget and measured in every stage that trains "
+                                      "the model's weights: any registered method, NAME-1shot.")
+    every: int = opt(10, "Measure at step 0 and every K optimizer steps of those stages (and at their last step).",
+                     positive=True, metavar="K")
+    probe_batches: int = opt(4, "Training batches (of --batch-size examples, drawn with --seed) measured at every step, "
+                                "each with its outputs permuted among its examples; the cosine is their mean ± SE.",
+                             positive=True, metavar="B")
+    keep_runs: bool = opt(False, "Keep the trained runs in DIR/runs/ (default: removed once measured).")

@@ -6,6 +6,7 @@ not a model load; nothing is written until the data and flags are valid.
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 import sys
@@ -95,8 +96,9 @@ def checkpoint_metric(s: Setup):
     return evaluate
 
 
-def fit(s: Setup, model, staging: Path, log, progress) -> list[dict]:
-    """Every stage of the method, through the engine; a stage finished before an interruption is reloaded."""
+def fit(s: Setup, model, staging: Path, log, progress, observe=None) -> list[dict]:
+    """Every stage of the method, through the engine; a stage finished before an interruption is reloaded.
+    ``observe(setup, trainer, stage) -> [TrainerCallback]``: callbacks that measure each stage as it trains."""
     cfg, records = s.cfg, []
     evaluate = checkpoint_metric(s)
     for stage in s.method.stages:
@@ -110,7 +112,8 @@ def fit(s: Setup, model, staging: Path, log, progress) -> list[dict]:
             continue
         progress(f"[retain] {cfg.method} {stage.name}: training {stage.trains} for {steps} steps at lr {lr:g}")
         rec = run_stage(model, s.loaded.tokenizer, stage, rows=s.data.rows, steps=steps, lr=lr, prompt_lr=prompt_lr, cfg=cfg,
-                        stage_dir=stage_dir, evaluate=evaluate, log=log, resume=cfg.resume)
+                        stage_dir=stage_dir, evaluate=evaluate, log=log, resume=cfg.resume,
+                        observe=observe and functools.partial(observe, s))
         save_state(model, stage_dir / "final.safetensors")  # every process (gathered if sharded); the main one writes
         on_main(write_json, done, rec)
         records.append(rec)
@@ -120,9 +123,10 @@ def fit(s: Setup, model, staging: Path, log, progress) -> list[dict]:
     return records
 
 
-def train(cfg: TrainConfig, *, progress=print) -> Path:
+def train(cfg: TrainConfig, *, progress=print, observe=None) -> Path:
     """Train ``cfg.method``; under a launch of N processes every process calls this and trains its share of each
-    batch, and the main process writes the run."""
+    batch, and the main process writes the run. ``observe(setup, trainer, stage)``: extra callbacks per stage
+    (``retain analyze``)."""
     t_start = time.time()
     begin(cfg.deepspeed)
     progress = main_only(progress)
@@ -133,7 +137,7 @@ def train(cfg: TrainConfig, *, progress=print) -> Path:
     log = JsonlLog(staging / "train_log.jsonl", t_start, enabled=is_main())
     log({"event": "start", "method": cfg.method, "model": cfg.model, "examples": len(s.data.rows), "truncated": s.data.truncated})
     model = methods.wrap(s.loaded.model, s.loaded.tokenizer, s.method, cfg, s.loaded.is_seq2seq)
-    records = fit(s, model, staging, log, progress)
+    records = fit(s, model, staging, log, progress, observe)
     save(s, model, staging, records, t_start)
     on_main(commit, staging, out)
     return out
