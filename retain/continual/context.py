@@ -51,8 +51,8 @@ class Context:
         self.general_tasks = load_general_suite(cfg)
         if self.general_tasks:
             self.general["base"] = score_suite(model, self.tokenizer, self.general_tasks, cfg, is_seq2seq=self.is_seq2seq)
-            na = self.general["base"]["norm_avg_summary"][str(cfg.general_shots)]
-            self.progress(f"[retain] base model, general suite {cfg.general_suite}: Norm. Avg. {na['score']:.2f} ± {na['se']:.2f}")
+            na = self.general["base"]["norm_avg_summary"].get(str(cfg.general_shots)) or {}
+            self.progress(f"[retain] base model, general suite {cfg.general_suite}: Norm. Avg. {_f(na.get('score'))} ± {_f(na.get('se'))}")
 
     def measure_general(self, stage: str, model, router=None) -> None:
         """After a stage: the deployed system (``router``: a switch with its adapters) on the general suite."""
@@ -64,9 +64,10 @@ class Context:
         rec = stage_record(stage, self.general["base"], res)
         self.general["stages"].append(rec)
         self.general["evals"].append(res)
-        d = rec["delta"]
-        self.progress(f"[retain] general ability after {stage}: {rec['norm_avg']:.2f}, change from the base "
-                      f"{d['diff']:+.2f} [{d['ci'][0]:+.2f}, {d['ci'][1]:+.2f}]")
+        d = rec["delta"] or {}
+        ci = d.get("ci") or [None, None]
+        self.progress(f"[retain] general ability after {stage}: Norm. Avg. {_f(rec['norm_avg'])}, change from the base "
+                      f"{_f(d.get('diff'), '+.2f')} [{_f(ci[0], '+.2f')}, {_f(ci[1], '+.2f')}]")
 
     def rows(self, task: Task, examples: list[dict] | None = None) -> list[dict]:
         fmt = TaskFormat(task.template, None, self.is_seq2seq)
@@ -82,6 +83,10 @@ class Context:
 
     def after(self, task: Task, scores: dict, prefix: str = "") -> None:
         self.progress(f"[retain] after {task.name}: {prefix}" + ", ".join(f"{n} {e['score']:.1f}" for n, e in scores.items()))
+
+
+def _f(x, spec: str = ".2f") -> str:
+    return "–" if x is None else format(x, spec)
 
 
 def max_new_tokens(task: Task, tokenizer, cap: int) -> int:

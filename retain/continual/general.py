@@ -129,8 +129,8 @@ def stage_record(stage: str, base: dict, res: dict) -> dict:
     k = str(res["shots"][0])
     cmp = compare_methods({"methods": {"base": base, SYSTEM: res}, "shots": res["shots"]})[k][comparison_key("base", SYSTEM)]
     routes = [r for rec in res["tasks"].values() for u in rec["units"].get(k, []) for r in u.get("routes", [])]
-    summary = res["norm_avg_summary"][k]
-    return {"stage": stage, "shots": int(k), "norm_avg": summary["score"], "se": summary["se"], "delta": cmp["norm_avg"],
+    summary = res["norm_avg_summary"].get(k) or {}
+    return {"stage": stage, "shots": int(k), "norm_avg": summary.get("score"), "se": summary.get("se"), "delta": cmp["norm_avg"],
             "tasks": {name: {"score": rec["summary"][k]["score"], "se": rec["summary"][k]["se"], "n": rec["n"],
                              "delta": cmp["tasks"].get(name)} for name, rec in res["tasks"].items() if k in rec["summary"]},
             "routed_to_base": round(100.0 * sum(r is None for r in routes) / len(routes), 2) if routes else None}

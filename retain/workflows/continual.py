@@ -171,8 +171,8 @@ def _results(cfg, names, metrics, run, earlier, command, fingerprint) -> dict:
         details.append(ev)
     routing += run.get("routing", [])
     constraint = {}
-    for n in names:
-        vals = [d.get(n, {}).get("constraint") for d in details]
+    for j, n in enumerate(names):
+        vals = [d.get(n, {}).get("constraint") if j <= learnt_index(names, st) else None for st, d in zip(stages, details)]
         if any(v is not None for v in vals):
             constraint[n] = vals
     res = {"method": cfg.method, "model": cfg.model, "base_fingerprint": fingerprint, "tasks": names, "metrics": metrics,
