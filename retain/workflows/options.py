@@ -105,6 +105,8 @@ class GenerateOptions:
     max_new_tokens: int | None = opt(None, "Tokens to generate (default: the run's, from its training outputs).", positive=True,
                                      metavar="N")
     full: bool = opt(False, "Print the whole continuation, not just its first line.")
+    json: bool = opt(False, "Print one JSON object per input: input, output and, with --registry, adapter (the task whose adapter "
+                            "answered; null: the base model, for an input the switch sends to its general class).")
     texts: tuple = opt((), "Inputs; with none, one input per line is read from standard input.", nargs="*", metavar="TEXT",
                         positional=True)
 
