@@ -4,7 +4,7 @@
 |---------------|-----------------------------------------------------------------------|
 | registry.py   | ``Stage``, ``Method``, ``register``/``get``/``names``                 |
 | standard.py   | full, prompt, lora                                                    |
-| promot.py     | promot, joint                                                         |
+| promot.py     | promot, joint, ft-random-prompt, promot-lora                          |
 | training.py   | ``wrap`` (attach a prompt/LoRA), ``prepare`` (which parameters train) |
 | soft_prompt.py, lora.py | the PEFT parts                                              |
 
@@ -28,7 +28,8 @@ def __getattr__(name: str):
 
 
 # the registry entries of the built-in methods, in the order --help lists them
-for _m in (standard.FULL, standard.PROMPT, standard.LORA, promot.PROMOT, promot.JOINT):
+for _m in (standard.FULL, standard.PROMPT, standard.LORA, promot.PROMOT, promot.JOINT, promot.FT_RANDOM_PROMPT,
+           promot.PROMOT_LORA):
     register(_m)
 
 __all__ = ["Method", "Stage", "compare_names", "get", "names", "param_groups", "prepare", "register", "trainable_state",
