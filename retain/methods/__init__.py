@@ -7,6 +7,7 @@
 | promot.py     | promot, joint, ft-random-prompt, promot-lora                          |
 | training.py   | ``wrap`` (attach a prompt/LoRA), ``prepare`` (which parameters train) |
 | soft_prompt.py, lora.py | the PEFT parts                                              |
+| posthoc.py    | wise-ft, lines: a model edited from base and a full run, no training  |
 
 Adding a method: CONTRIBUTING.md ("A fine-tuning method"). The registry entries are the lines below.
 """

@@ -123,7 +123,7 @@ class Method(_Parts):
 
 
 
-RESERVED = ("base", "wise-ft", "lines")  # retain compare's own names (post-hoc baselines)
+RESERVED = ("base", "wise-ft", "lines")  # retain compare's own names (methods.posthoc.KINDS)
 class Registry:
     """Named entries (anything with ``.name`` and ``.help``), in registration order; the fine-tuning methods
     here and the continual methods (``retain.continual.methods``) are each one."""

@@ -21,7 +21,7 @@ from retain.distributed import begin, is_main, main_only, on_main, parallelism, 
 from retain.engine import check_precision, load_state, run_stage, save_state
 from retain.engine.checkpoints import full_state, is_sharded, part_state, save_pretrained
 from retain.errors import RetainError
-from retain.evaluation.decoding import answer_budget
+from retain.evaluation.decoding import answer_budget, using
 from retain.evaluation.harness import evaluate_tuned
 from retain.evaluation.metrics import resolve_metric
 from retain.methods.lora import plain_state
@@ -91,8 +91,9 @@ def checkpoint_metric(s: Setup):
     sample = s.validation[: cfg.eval_samples]
 
     def evaluate(model) -> float:
-        return evaluate_tuned(model, s.loaded.tokenizer, sample, s.fmt, s.metric, is_seq2seq=s.loaded.is_seq2seq,
-                              max_new_tokens=s.max_new, batch_size=cfg.eval_batch_size, shard=True)["score"]
+        with using(cfg.num_beams):  # the decoding of the reported evaluation (--num-beams)
+            return evaluate_tuned(model, s.loaded.tokenizer, sample, s.fmt, s.metric, is_seq2seq=s.loaded.is_seq2seq,
+                                  max_new_tokens=s.max_new, batch_size=cfg.eval_batch_size, shard=True)["score"]
 
     return evaluate
 
