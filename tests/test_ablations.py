@@ -117,3 +117,36 @@ def test_prompt_1shot_trains_the_prompt_after_a_demonstration(tmp_path, task):
     assert info["format"]["one_shot"] and info["artifacts"] == ["prompt"]
     run = retain.load_run(out)
     assert run.format.prompt({"input": "x"}).startswith("Review: " + info["format"]["one_shot"]["input"])
+
+
+def test_compare_runs_the_ablations_and_removes_promot_lora_lora_for_the_suite(tmp_path, task):
+    """retain compare trains and scores the ablations; promot-lora's suite answers (generated and log-likelihood) are
+    those of its plain tuned weights, its tuned task is scored with the LoRA."""
+    from tests.conftest import cli, write_jsonl
+
+    train, val = task
+    write_jsonl(tmp_path / "copy.jsonl", [{"input": f"w{i}", "output": f"w{i}"} for i in range(12)])
+    write_jsonl(tmp_path / "yn.jsonl", [{"input": f"is {i} even?", "output": "yes" if i % 2 == 0 else "no"} for i in range(12)])
+    suite = tmp_path / "suite.yaml"
+    suite.write_text("tasks:\n  - {name: copy, data: copy.jsonl}\n  - {name: yn, data: yn.jsonl, mode: loglik, choices: ['yes', 'no']}\n")
+    out = tmp_path / "cmp"
+    common = ["--suite", suite, "--shots", "1", "--examples", "4"]
+    cli("compare", "--model", "tiny-random-llama", "--train", train, "--validation", val, *common, "--max-steps", "2",
+        "--stage1-steps", "2", "--stage2-steps", "2", "--stage1-lora-lr", "1e-2", "--stage2-lr", "1e-3", "--batch-size", "4",
+        "--eval-every", "0", "--save-every", "0", "--tuned-examples", "4", "--output", out,
+        "--methods", "base,ft-random-prompt,promot-lora,prompt-1shot")
+    res = json.loads((out / "results.json").read_text())
+    assert list(res["methods"]) == ["base", "ft-random-prompt", "promot-lora", "prompt-1shot"]
+    assert all(res["methods"][m]["tuned"]["prompt"] for m in ("ft-random-prompt", "promot-lora", "prompt-1shot"))
+    plain = tmp_path / "plain.json"  # the tuned weights alone, as any model: what the suite must have seen
+    cli("eval", "--model", out / "runs" / "promot-lora" / "model", *common, "--output", plain)
+    alone = json.loads(plain.read_text())
+    with_lora = tmp_path / "on.json"  # the LoRA everywhere: different answers, so the comparison above can fail
+    cli("eval", "--run", out / "runs" / "promot-lora", "--prompt", "on", *common, "--output", with_lora)
+    on = json.loads(with_lora.read_text())
+
+    def preds(r, name):
+        return r["tasks"][name]["units"]["1"][0]["predictions"]
+
+    assert all(preds(res["methods"]["promot-lora"], n) == preds(alone, n) for n in ("copy", "yn"))
+    assert any(preds(on, n) != preds(alone, n) for n in ("copy", "yn"))
