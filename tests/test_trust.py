@@ -13,7 +13,7 @@ from retain.evaluation import icl
 from retain.evaluation.decoding import DECODING, generate_simple, generate_texts, padding_is_exact
 from retain.models import load_model
 from retain.tokens import prompt_ids, special_affixes
-from tests.conftest import cli
+from tests.conftest import cli, write_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
 BOS = {"tiny-random-llama": True, "tiny-random-qwen": False, "tiny-random-gpt2": False}
@@ -266,6 +266,16 @@ def test_beam_search_with_a_soft_prompt_and_checkpoint_selection(tmp_path, task)
                                     eos_token_id=run.tokenizer.eos_token_id)
         want.append(run.tokenizer.decode(seq[0, ids.shape[1]:], skip_special_tokens=True).strip())
     assert got == want
+    # retain eval --num-beams: the suite's generation tasks and the tuned task decode with beams, recorded
+    suite = tmp_path / "suite"
+    suite.mkdir()
+    write_jsonl(suite / "copy.jsonl", [{"input": f"w{i}", "output": f"w{i}"} for i in range(12)])
+    res = tmp_path / "eval.json"
+    cli("eval", "--run", out, "--suite", suite, "--shots", "1", "--examples", "3", "--num-beams", "3", "--output", res)
+    res = json.loads(res.read_text())
+    assert res["decoding"]["num_beams"] == 3 and res["tuned"]["n"] == 6
+    with using(3):  # the run as saved (the prompt above was changed in memory only)
+        assert res["tuned"]["units"][0]["predictions"] == load_run(out).generate([json.loads(r)["input"] for r in open(val)])
 
 
 @pytest.mark.parametrize("spec", ["tiny-random-llama", "tiny-random-t5"])
