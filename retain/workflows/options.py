@@ -49,8 +49,8 @@ class EvalCommand(EvalOptions):
 
     run: str | None = opt(None, "A run directory written by 'retain train'.", metavar="DIR", group="source")
     model: str | None = opt(None, "A model spec (alias, .gguf, directory, Hub id).", metavar="MODEL", group="source")
-    prompt: str = opt("auto", "Soft prompt use: auto = tuned task with it, other tasks without (paper); on = everywhere; "
-                              "off = nowhere.", choices=PROMPT_RULES)
+    prompt: str = opt("auto", "Soft prompt (or promot-lora's LoRA) use: auto = tuned task with it, other tasks without (paper); "
+                              "on = everywhere; off = nowhere.", choices=PROMPT_RULES)
     tuned_data: str | None = opt(None, "JSONL of the tuned task to score in its own format (default: the run's --validation file).",
                                  metavar="FILE")
     batch_size: int = opt(32, "Rows per forward pass.", positive=True, metavar="N")
@@ -103,8 +103,8 @@ class GenerateOptions:
     base: str | None = opt(None, "With --registry: the base model to load (default: the one recorded); its weights must match "
                                  "the recorded hash.", metavar="MODEL")
     show_task: bool = opt(False, "With --registry: prefix each output with the task it was routed to and a tab.")
-    no_prompt: bool = opt(False, "Drop the soft prompt (and the one-shot prefix): the fine-tuned model as is, for tasks other "
-                                 "than the tuned one.")
+    no_prompt: bool = opt(False, "Drop the soft prompt or promot-lora's LoRA (and the one-shot prefix): the fine-tuned model as "
+                                 "is, for tasks other than the tuned one.")
     raw: bool = opt(False, "Give the texts to the model as they are, without the run's template.")
     max_new_tokens: int | None = opt(None, "Tokens to generate (default: the run's, from its training outputs).", positive=True,
                                      metavar="N")
