@@ -35,7 +35,7 @@ from pathlib import Path
 from retain.data import render
 from retain.distributed import gather_sharded
 from retain.evaluation import icl, stats
-from retain.evaluation.decoding import DECODING, answer_budget
+from retain.evaluation.decoding import answer_budget, current
 from retain.evaluation.metrics import is_classification, normalize, score
 from retain.evaluation.suite import Task
 
@@ -171,7 +171,7 @@ def evaluate_suite(model, tokenizer, tasks: list[Task], shots: list[int], *, see
     (``retain.evaluation.stats``); Norm. Avg. and format rate per shot count. ``router``: see ``evaluate_task``
     (each unit then records the key every item was routed to, ``routes``)."""
     t0 = time.time()
-    out = {"shots": list(shots), "seed": seed, "trials": trials, "decoding": DECODING.record(), "tasks": {},
+    out = {"shots": list(shots), "seed": seed, "trials": trials, "decoding": current().record(), "tasks": {},
            "norm_avg": {}, "format_rate": {}}
     pooled = {str(k): [0, 0] for k in shots}
     for task in tasks:

@@ -21,7 +21,7 @@ from retain.continual.tasks import Task, load_task, load_tasks, read_task_config
 from retain.distributed import begin, fsdp_requested, is_main, main_only, on_main, parallelism, world
 from retain.engine import check_precision
 from retain.errors import RetainError
-from retain.evaluation.decoding import DECODING
+from retain.evaluation.decoding import current
 from retain.models import load_model, model_options
 from retain.versions import library_versions
 
@@ -177,7 +177,7 @@ def _results(cfg, names, metrics, run, earlier, command, fingerprint) -> dict:
             constraint[n] = vals
     res = {"method": cfg.method, "model": cfg.model, "base_fingerprint": fingerprint, "tasks": names, "metrics": metrics,
            "stages": stages, "R": R, "R_se": R_se, "n": {n: run["evals"][-1].get(n, {}).get("n") for n in names} if run["evals"] else {},
-           "decoding": DECODING.record(), "summary": None, "constraint": constraint, "details": details,
+           "decoding": current().record(), "summary": None, "constraint": constraint, "details": details,
            "config": to_dict(cfg), "command": command}  # "summary", "transfer", "general": measure.add_figures
     if "routing" in run:
         res["routing"] = routing

@@ -37,6 +37,7 @@ class EvalOptions:
     engine: str = opt("fast", "fast: batched, shared few-shot prefix computed once; simple: one prompt at a time (reference).",
                       choices=ENGINES)
     tuned_examples: int = opt(200, "Tuned-task validation items scored (the first N).", positive=True, metavar="N")
+    num_beams: int = opt(1, "Beams for generation (the tuned task and generation tasks; tasks with choices are scored by log-likelihood): 1 = greedy; the paper used 4. Recorded in results.", positive=True, metavar="N")
 
     def shot_counts(self) -> list[int]:
         return parse_shots(self.shots)
@@ -48,8 +49,8 @@ class EvalCommand(EvalOptions):
 
     run: str | None = opt(None, "A run directory written by 'retain train'.", metavar="DIR", group="source")
     model: str | None = opt(None, "A model spec (alias, .gguf, directory, Hub id).", metavar="MODEL", group="source")
-    prompt: str = opt("auto", "Soft prompt use: auto = tuned task with it, other tasks without (paper); on = everywhere; "
-                              "off = nowhere.", choices=PROMPT_RULES)
+    prompt: str = opt("auto", "Soft prompt (or promot-lora's LoRA) use: auto = tuned task with it, other tasks without (paper); "
+                              "on = everywhere; off = nowhere.", choices=PROMPT_RULES)
     tuned_data: str | None = opt(None, "JSONL of the tuned task to score in its own format (default: the run's --validation file).",
                                  metavar="FILE")
     batch_size: int = opt(32, "Rows per forward pass.", positive=True, metavar="N")
@@ -64,9 +65,16 @@ class EvalCommand(EvalOptions):
 class CompareOptions(EvalOptions):
     """``retain compare``'s own options (the training options are ``TrainConfig``'s)."""
 
+    shots: str = opt("1,4", "Comma-separated shot counts (the paper's 1 and 4: a table and plots for each); a YAML task's "
+                            "own 'shots' wins.")
     methods: str = opt("base,full,promot", "Comma-separated methods: base (untrained), any registered method, NAME-1shot "
-                                           "(with --one-shot), wise-ft.")
+                                           "(with --one-shot), wise-ft, lines (post-hoc, from the full run).")
     wise_alphas: str = opt("0.25,0.5,0.75", "Interpolation weights for wise-ft.")
+    lines_alphas: str = opt("0.5", "LiNeS: share of the fine-tuning update the first layer keeps (one evaluation per value); "
+                                   "layer l of L keeps alpha + beta (l-1)/(L-1).")
+    lines_beta: float | None = opt(None, "LiNeS: how much more of the update the deepest layer keeps than the first; default "
+                                         "1 - alpha (the paper's single-task setting: the deepest layer keeps all of it).",
+                                   nonneg=True)
     title: str = opt("Comparison", "Title of results.md.")
     seeds: int = opt(1, "Train every trained method S times (seeds --seed .. --seed+S-1); the intervals include that variance.",
                      positive=True, metavar="S")
@@ -99,8 +107,8 @@ class GenerateOptions:
     base: str | None = opt(None, "With --registry: the base model to load (default: the one recorded); its weights must match "
                                  "the recorded hash.", metavar="MODEL")
     show_task: bool = opt(False, "With --registry: prefix each output with the task it was routed to and a tab.")
-    no_prompt: bool = opt(False, "Drop the soft prompt (and the one-shot prefix): the fine-tuned model as is, for tasks other "
-                                 "than the tuned one.")
+    no_prompt: bool = opt(False, "Drop the soft prompt or promot-lora's LoRA (and the one-shot prefix): the fine-tuned model as "
+                                 "is, for tasks other than the tuned one.")
     raw: bool = opt(False, "Give the texts to the model as they are, without the run's template.")
     max_new_tokens: int | None = opt(None, "Tokens to generate (default: the run's, from its training outputs).", positive=True,
                                      metavar="N")

@@ -80,9 +80,12 @@ def split(name: str) -> tuple[str, dict]:
 
 
 def run_of(name: str) -> str:
-    """The trained run an evaluated name needs: ``wise-ft-A[@SPEC]`` interpolates towards ``full[@SPEC]``."""
+    """The trained run an evaluated name needs: a post-hoc name (``wise-ft-A[@SPEC]``, ``lines-A-B[@SPEC]``) is
+    built from ``full[@SPEC]``."""
+    from retain.methods import posthoc
+
     method, _, spec = name.partition("@")
-    return ("full" if method.startswith("wise-ft-") else method) + (f"@{spec}" if spec else "")
+    return ("full" if posthoc.is_posthoc(method) else method) + (f"@{spec}" if spec else "")
 
 
 def run_config(cfg: TrainConfig, run: str, **changes) -> TrainConfig:

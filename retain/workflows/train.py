@@ -22,9 +22,10 @@ from retain.distributed import begin, is_main, main_only, on_main, parallelism, 
 from retain.engine import check_precision, load_state, run_stage, save_state
 from retain.engine.checkpoints import full_state, is_sharded, part_state, save_pretrained
 from retain.errors import RetainError
-from retain.evaluation.decoding import answer_budget
+from retain.evaluation.decoding import answer_budget, using
 from retain.evaluation.harness import evaluate_tuned
 from retain.evaluation.metrics import resolve_metric
+from retain.methods.lora import plain_state
 from retain.models import load_model, model_options
 from retain.versions import __version__, library_versions
 
@@ -65,6 +66,7 @@ def setup(cfg: TrainConfig) -> Setup:
     """Check inputs, load the model, tokenize; nothing is written."""
     _warn_single_process_launch()
     method = methods.get(cfg.method)
+    cfg = method.configure(cfg)  # the settings the method fixes, recorded as used
     train_examples, val_examples = validated_inputs(cfg)
     outputs = [e["output"] for e in train_examples]
     metric = resolve_metric(cfg.metric, outputs)
@@ -90,8 +92,9 @@ def checkpoint_metric(s: Setup):
     sample = s.validation[: cfg.eval_samples]
 
     def evaluate(model) -> float:
-        return evaluate_tuned(model, s.loaded.tokenizer, sample, s.fmt, s.metric, is_seq2seq=s.loaded.is_seq2seq,
-                              max_new_tokens=s.max_new, batch_size=cfg.eval_batch_size, shard=True)["score"]
+        with using(cfg.num_beams):  # the decoding of the reported evaluation (--num-beams)
+            return evaluate_tuned(model, s.loaded.tokenizer, sample, s.fmt, s.metric, is_seq2seq=s.loaded.is_seq2seq,
+                                  max_new_tokens=s.max_new, batch_size=cfg.eval_batch_size, shard=True)["score"]
 
     return evaluate
 
@@ -161,7 +164,10 @@ def save(s: Setup, model, root: Path, records: list[dict], t_start: float) -> No
         save_pretrained(model, root / "lora", state)
     if method.changes_base:
         base = model.get_base_model() if hasattr(model, "get_base_model") else model
-        save_pretrained(base, root / "model", state and part_state(state, model, base), safe_serialization=True)
+        base_state = state and part_state(state, model, base)
+        if method.uses_lora:  # promot-lora: the LoRA is in lora/, model/ holds the plain tuned weights
+            base_state = plain_state(base_state or full_state(base))
+        save_pretrained(base, root / "model", base_state, safe_serialization=True)
         on_main(s.loaded.tokenizer.save_pretrained, str(root / "model"))
     on_main(lambda: write_json(root / RUN_FILE, run_info(s, root, records, time.time() - t_start)))
 
@@ -175,6 +181,7 @@ def run_info(s: Setup, root: Path, records: list[dict], wall: float) -> dict:
         "config": to_dict(cfg),
         "base": {"spec": cfg.model, "fingerprint": s.fingerprint, "is_seq2seq": s.loaded.is_seq2seq},
         "format": {"template": s.fmt.template, "one_shot": s.fmt.one_shot},
+        "removable": list(s.method.removable),  # parts used for the tuned task only (run.load_run)
         "metric": s.metric,
         "max_new_tokens": s.max_new,
         "max_length": s.max_length,
