@@ -18,7 +18,8 @@ from retain.commands import add_command
 from retain.config import TrainConfig, add_arguments
 from retain.workflows.options import CurveOptions, GradientOptions
 
-UNUSED = ("method", "one_shot", "resume", "eval_every", "eval_samples", "save_every")  # set per method, or not used
+UNUSED = ("method", "one_shot", "resume", "eval_every", "eval_samples", "save_every", "num_beams")  # set per method, or not used
+# (num_beams: format-curve takes the evaluation's --num-beams; gradients decodes nothing)
 
 CURVE_EPILOG = """example:
   retain analyze format-curve --model smollm2-135m --train rte/train.jsonl --validation rte/validation.jsonl \\

@@ -89,6 +89,7 @@ def _steps(s, stage) -> tuple[int, int]:
 def format_curve(cfg: TrainConfig, opts: CurveOptions, *, log=print) -> dict:
     """Train every method; score the suite and the tuned task at step 0 and every ``opts.every`` steps of each stage."""
     from retain.analysis.curve import CurvePoints
+    from retain.evaluation.decoding import decoding, using
     from retain.evaluation.harness import TunedSpec, evaluate_all, tuned_task_name
     from retain.workflows.compare import check_inputs
 
@@ -120,8 +121,11 @@ def format_curve(cfg: TrainConfig, opts: CurveOptions, *, log=print) -> dict:
                                 start=stage == s.method.stages[0])]
         return observe
 
-    _train_all(cfg, names, staging, observer, log)
+    cfg = dataclasses.replace(cfg, num_beams=opts.num_beams)
+    with using(opts.num_beams):  # every score of the curve decodes as --num-beams says
+        _train_all(cfg, names, staging, observer, log)
     results = {"analysis": "format-curve", "tuned_task": tuned_name, "shots": inputs.shots, "every": opts.every,
+               "decoding": decoding(opts.num_beams).record(),
                "output_space": inputs.space.describe() if inputs.space else None, "layout": LAYOUT,
                "setup": _setup(cfg, opts), "tasks": [t.name for t in tasks], "methods": points}
     md = ["# Format specialization during training\n", f"{LAYOUT}. Output space: {results['output_space']}. Suite scored "
