@@ -22,6 +22,8 @@ def run(args) -> None:
     if not texts:
         raise RetainError("generate: no input text (give TEXT arguments or lines on standard input)")
     if o.registry:
+        if o.task:
+            raise RetainError("--task applies to --run (a registry routes each input to its task)")
         from retain.continual.registry import load_registry
 
         names, outs = load_registry(o.registry, base=o.base).generate(texts, max_new_tokens=o.max_new_tokens,
@@ -33,6 +35,6 @@ def run(args) -> None:
         raise RetainError("--base and --show-task apply to --registry only")
     from retain.run import load_run
 
-    for out in load_run(o.run).generate(texts, use_prompt=not o.no_prompt, raw=o.raw, max_new_tokens=o.max_new_tokens,
+    for out in load_run(o.run, task=o.task).generate(texts, use_prompt=not o.no_prompt, raw=o.raw, max_new_tokens=o.max_new_tokens,
                                         first_line=not o.full):
         print(out)
