@@ -19,16 +19,18 @@ from retain.models import ATTENTION, DTYPES
 
 
 def opt(default, help, *, choices=None, flag: str | None = None, positive: bool = False, nonneg: bool = False,
-        metavar: str | None = None, group: str | None = None, nargs: str | None = None, positional: bool = False):
+        metavar: str | None = None, group: str | None = None, nargs: str | None = None, positional: bool = False,
+        repeat: bool = False):
     """A dataclass field that is also a command-line flag.
 
     ``help`` and ``choices`` may be callables (read when the parser is built: e.g. the registered
     methods); ``group``: flags sharing a group name are mutually exclusive and one of them is required;
-    ``nargs`` (``"*"``, ``"+"``): a list of values; ``positional``: an argument without a flag.
+    ``nargs`` (``"*"``, ``"+"``): a list of values; ``positional``: an argument without a flag; ``repeat``: the flag
+    may be given several times (one value is the value itself, several are a list).
     """
     return field(default=default, metadata={"help": help, "choices": choices, "flag": flag, "positive": positive,
                                             "nonneg": nonneg, "metavar": metavar, "group": group, "nargs": nargs,
-                                            "positional": positional})
+                                            "positional": positional, "repeat": repeat})
 
 
 def _value(x):
@@ -102,8 +104,9 @@ class TrainConfig(EngineOptions):
     # what to train
     model: str = opt("smollm2-135m", model_help)
     method: str = opt("promot", _method_help, choices=_method_names)
-    train: str = opt(None, "Training data: JSONL with string fields 'input' and 'output', or hf:NAME[:CONFIG][@SPLIT].")
-    validation: str | None = opt(None, "Validation JSONL; used to keep the best checkpoint of each stage.")
+    train: str = opt(None, "Training data: JSONL with string fields 'input' and 'output', or hf:NAME[:CONFIG][@SPLIT]. Several tasks (multi-task; docs/METHODS.md): repeat as --train NAME=FILE.", repeat=True)
+    validation: str | None = opt(None, "Validation JSONL; used to keep the best checkpoint of each stage. Several tasks: --validation NAME=FILE per task (every task or none).", repeat=True)
+    tasks: str | None = opt(None, "Several tasks from a YAML/JSON file instead of --train/--validation: a list (or 'tasks:' list) of {name, train, validation, template, metric}; template and metric default to --template and --metric, paths are relative to the file.", metavar="FILE")
     output: str = opt(None, "Run directory to create (written to a temporary sibling and renamed when complete).")
     template: str = opt("{input}", "Input template; {input} and any other field of the example, e.g. 'Review: {input}\\nSentiment:'. The output follows after a space.")
     one_shot: bool = opt(False, "Put one natural-language training example (seeded pick) after the soft prompt, in training and when evaluating the tuned task (ProMoT + 1-shot, FT + 1-shot).")
@@ -162,6 +165,9 @@ def _argument(f: dataclasses.Field, required: tuple[str, ...]) -> dict:
     if md.get("nargs"):
         return {**({} if md.get("positional") else {"dest": f.name, "default": None}), "nargs": md["nargs"],
                 "metavar": md.get("metavar") or f.name.upper(), "help": help_text + (" [required]" if f.name in required else "")}
+    if md.get("repeat"):
+        return {"dest": f.name, "action": "append", "default": None, "metavar": md.get("metavar") or f.name.upper(),
+                "help": help_text + (" [required]" if f.name in required else "")}
     if f.type in ("bool", bool):
         action = "store_false" if f.default is True else "store_true"
         return {"dest": f.name, "action": action, "default": None,
@@ -228,6 +234,10 @@ def _coerce(f: dataclasses.Field, value, where: str):
     try:
         if value is None:
             return None
+        if f.metadata.get("repeat") and isinstance(value, (list, tuple)):
+            if not value or not all(isinstance(v, str) for v in value):
+                raise ValueError
+            return value[0] if len(value) == 1 else list(value)
         if t == "bool":
             if isinstance(value, bool):
                 return value

@@ -3,7 +3,8 @@
 Layout of ``--output DIR``::
 
     model/          full weights (safetensors) + tokenizer, when the method changes them
-    prompt/         PEFT prompt-tuning adapter   (PeftModel.from_pretrained(model, DIR/prompt))
+    prompt/         PEFT prompt-tuning adapter   (PeftModel.from_pretrained(model, DIR/prompt));
+                    several tasks: prompt/NAME/, one per task (PeftModel.from_pretrained(model, DIR/prompt/NAME))
     lora/           PEFT LoRA adapter (no copy of the base); with model/ (promot-lora) it is, like a
                     prompt, used for the tuned task only (run.json "removable")
     run.json        method, full config, stages, every evaluation, versions, wall time
@@ -38,6 +39,7 @@ class Run:
     is_seq2seq: bool
     prompted: object | None = None  # tuned model with its removable part attached (the soft prompt or promot-lora's LoRA)
     extras: dict = field(default_factory=dict)
+    task: dict = field(default_factory=dict)  # the task loaded (``task_info``): name, files, template, metric, ...
 
     @property
     def method(self) -> str:
@@ -58,7 +60,7 @@ class Run:
         tuned = use_prompt or not self.has_prompt
         prompts = texts if raw else [self.format.prompt({"input": t}, with_shot=tuned) for t in texts]
         return generate_texts(self.model_for(use_prompt), self.tokenizer, prompts, is_seq2seq=self.is_seq2seq,
-                              max_new_tokens=max_new_tokens or self.info.get("max_new_tokens", 32), first_line=first_line)
+                              max_new_tokens=max_new_tokens or self.task.get("max_new_tokens") or 32, first_line=first_line)
 
 
 def read_run_info(path: Path) -> dict:
@@ -73,14 +75,35 @@ def read_run_info(path: Path) -> dict:
         raise RetainError(f"{path / RUN_FILE}: malformed JSON ({e})") from None
 
 
-def load_run(path, *, verify: bool = True) -> Run:
-    """Load a run directory written by ``retain train``."""
+def task_names(info: dict) -> list[str]:
+    return [t["name"] for t in info.get("tasks") or []]
+
+
+def task_info(info: dict, task: str | None = None, where: str = "--task") -> dict:
+    """The task of a run to use: ``task`` by name (a run trained on several tasks needs one), else its only task.
+    Runs written before multi-task runs hold their one task's format, metric and budget at the top level."""
+    names = task_names(info)
+    if task is not None and task not in names:
+        raise RetainError(f"{where}: unknown task '{task}' (the run's tasks: {', '.join(names) or 'none recorded'})")
+    if task is None and len(names) > 1:
+        raise RetainError(f"{where}: the run was trained on several tasks ({', '.join(names)}); choose one with --task NAME")
+    if names:
+        return next(t for t in info["tasks"] if t["name"] == (task or names[0]))
+    cfg = info.get("config", {})
+    return {"name": None, "train": cfg.get("train"), "validation": cfg.get("validation"), **(info.get("format") or {}),
+            "metric": info.get("metric", "accuracy"), "max_new_tokens": info.get("max_new_tokens", 32)}
+
+
+def load_run(path, *, verify: bool = True, task: str | None = None) -> Run:
+    """Load a run directory written by ``retain train``; ``task``: which task's format and soft prompt (a run trained
+    on several tasks holds one prompt adapter per task and needs a name)."""
     from peft import PeftModel
 
     from retain.models import load_model, model_options
 
     path = Path(path)
     info = read_run_info(path)
+    chosen = task_info(info, task)
     if verify:
         verify_manifest(path)
     base = info["base"]
@@ -104,7 +127,9 @@ def load_run(path, *, verify: bool = True) -> Run:
             prompted.eval()
     model.eval()
     if (path / "prompt").is_dir():
-        prompted = PeftModel.from_pretrained(model, str(path / "prompt"))
+        several = len(task_names(info)) > 1  # prompt/NAME/: the chosen task's adapter, under its own name
+        adapter = path / "prompt" / chosen["name"] if several else path / "prompt"
+        prompted = PeftModel.from_pretrained(model, str(adapter), **({"adapter_name": chosen["name"]} if several else {}))
         prompted.eval()
-    fmt = TaskFormat(**info["format"], is_seq2seq=loaded.is_seq2seq)
-    return Run(path, info, model, loaded.tokenizer, fmt, loaded.is_seq2seq, prompted)
+    fmt = TaskFormat(chosen["template"], chosen["one_shot"], is_seq2seq=loaded.is_seq2seq)
+    return Run(path, info, model, loaded.tokenizer, fmt, loaded.is_seq2seq, prompted, task=chosen)

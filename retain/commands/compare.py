@@ -48,6 +48,8 @@ def run(args) -> None:
     for flag in ("train", "validation", "output"):
         if not getattr(cfg, flag):
             raise RetainError(f"--{flag} is required")
+    if cfg.tasks or not isinstance(cfg.train, str) or not isinstance(cfg.validation, str):
+        raise RetainError("retain compare trains on one task (--train FILE --validation FILE); several tasks: 'retain train'")
     results = compare(cfg, opts, out=Path(cfg.output), log=lambda m: print(m, flush=True))
     if not is_main():  # under a launch of N processes the main one reports
         return

@@ -23,6 +23,8 @@ def run(args) -> None:
     if not texts:
         raise RetainError("generate: no input text (give TEXT arguments or lines on standard input)")
     if o.registry:
+        if o.task:
+            raise RetainError("--task applies to --run (a registry routes each input to its task)")
         from retain.continual.registry import load_registry
 
         names, outs = load_registry(o.registry, base=o.base).generate(texts, max_new_tokens=o.max_new_tokens,
@@ -37,7 +39,7 @@ def run(args) -> None:
         raise RetainError("--base and --show-task apply to --registry only")
     from retain.run import load_run
 
-    outs = load_run(o.run).generate(texts, use_prompt=not o.no_prompt, raw=o.raw, max_new_tokens=o.max_new_tokens,
-                                    first_line=not o.full)
+    outs = load_run(o.run, task=o.task).generate(texts, use_prompt=not o.no_prompt, raw=o.raw,
+                                                 max_new_tokens=o.max_new_tokens, first_line=not o.full)
     for text, out in zip(texts, outs):
         print(json.dumps({"input": text, "output": out}, ensure_ascii=False) if o.json else out)

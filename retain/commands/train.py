@@ -16,7 +16,7 @@ for comparison. A YAML/JSON file given with --config may set any option by name.
 
 def add_parser(sub) -> None:
     add_command(sub, "train", TrainConfig, run, help="Fine-tune a model with one of the registered methods (see --method).",
-                description=__doc__, epilog=EPILOG, config_file=True, required=("train", "output"))
+                description=__doc__, epilog=EPILOG, config_file=True, required=("output",))
 
 
 def run(args) -> None:

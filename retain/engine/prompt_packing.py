@@ -13,6 +13,11 @@ attention within itself, so the loss is the per-example padded PEFT loss. Two la
 * ``copies``: ``[prompt ex1 | prompt ex2 | ...]`` with positions restarting at 0 per copy (the
   transformers packed-sequence path, which flash-attention also takes); costs ``n`` per example.
 
+Several tasks (multi-task ProMoT stage 2: a training row's ``prompt_task`` names its task's prompt adapter):
+``copies`` fills each example's slots with its own task's prompt; ``shared`` puts one copy of each task's prompt
+present in the row first (each at positions ``0 .. n-1``, attending only to itself) and each example attends to
+its own task's copy, so every example still sees exactly the per-example PEFT input of its task.
+
 A once-per-model check runs both layouts on two short examples against PEFT's own per-example forward
 and picks the first that agrees; if neither does, the stage pads (``None``). The trained prompt is the
 PEFT adapter's own embedding, so artifacts stay the standard PEFT prompt-tuning adapter.
@@ -33,8 +38,10 @@ _LAYOUT: weakref.WeakKeyDictionary[torch.nn.Module, str | None] = weakref.WeakKe
 
 
 class PromptPackingCollator:
-    """Training rows -> one packed row with ``prompt_slots`` (where the virtual tokens go) and, for the
-    shared layout, ``segments`` (0 for the prompt, k for the k-th example) from which the mask is built."""
+    """Training rows -> one packed row with ``prompt_slots`` (where the virtual tokens go) and, for the shared layout,
+    ``segments`` (0, -1, ... for the prompt copies, k for the k-th example) and ``sees`` (the prompt copy each token may
+    attend to) from which the mask is built. Rows with ``prompt_task`` (an index into the stage's prompt adapters)
+    also give ``slot_task``: the task whose prompt fills each slot."""
 
     def __init__(self, virtual: int, layout: str):
         if layout not in LAYOUTS:
@@ -43,10 +50,13 @@ class PromptPackingCollator:
 
     def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
         n, shared = self.virtual, self.layout == "shared"
-        ids, labels, pos, slots, seg = [], [], [], [], []
-        if shared:
-            ids, labels, pos, slots, seg = [0] * n, [-100] * n, list(range(n)), [True] * n, [0] * n
-        for k, f in enumerate(features, 1):
+        tasks = [int(f.get("prompt_task", 0)) for f in features]
+        copy_of = {t: -b for b, t in enumerate(dict.fromkeys(tasks))} if shared else {}  # one prompt copy per task
+        ids, labels, pos, slots, seg, sees, slot_task = [], [], [], [], [], [], []
+        for t, c in copy_of.items():
+            ids, labels, pos, slots = ids + [0] * n, labels + [-100] * n, pos + list(range(n)), slots + [True] * n
+            seg, sees, slot_task = seg + [c] * n, sees + [c] * n, slot_task + [t] * n
+        for k, (f, t) in enumerate(zip(features, tasks), 1):
             x, y = list(f["input_ids"]), list(f["labels"])
             head = 0 if shared else n
             ids += [0] * head + x
@@ -55,48 +65,69 @@ class PromptPackingCollator:
             pos += list(range(n + len(x))) if not shared else list(range(n, n + len(x)))
             slots += [True] * head + [False] * len(x)
             seg += [k] * (head + len(x))
+            sees += [copy_of.get(t, 0)] * (head + len(x))
+            slot_task += [t] * (head + len(x))
         out = {"input_ids": ids, "labels": labels, "position_ids": pos, "prompt_slots": slots}
         if shared:
-            out["segments"] = seg
+            out["segments"], out["sees"] = seg, sees
+        if "prompt_task" in features[0]:
+            out["slot_task"] = slot_task
         return {k: torch.tensor([v], dtype=torch.bool if k == "prompt_slots" else torch.long) for k, v in out.items()}
 
 
-def block_mask(segments: torch.Tensor, attn_implementation: str, dtype: torch.dtype) -> torch.Tensor:
-    """(1, 1, T, T) mask of the shared layout: causal, and within the query's example or the prompt (segment 0).
-    Boolean (True = attend) for sdpa, additive float for eager, as transformers' own mask builders make them."""
+def block_mask(segments: torch.Tensor, attn_implementation: str, dtype: torch.dtype, sees: torch.Tensor | None = None) -> torch.Tensor:
+    """(1, 1, T, T) mask of the shared layout: causal, and within the query's example or the prompt copy it sees
+    (``sees``; default: segment 0, the one prompt). Boolean (True = attend) for sdpa, additive float for eager, as
+    transformers' own mask builders make them."""
     t = segments.shape[-1]
     idx = torch.arange(t, device=segments.device)
     seg = segments[0]
-    allowed = (idx[None, :] <= idx[:, None]) & ((seg[None, :] == seg[:, None]) | (seg[None, :] == 0))
+    own_prompt = torch.zeros_like(seg) if sees is None else sees[0]
+    allowed = (idx[None, :] <= idx[:, None]) & ((seg[None, :] == seg[:, None]) | (seg[None, :] == own_prompt[:, None]))
     allowed = allowed[None, None]
     if attn_implementation == "eager":
         return torch.zeros(allowed.shape, dtype=dtype, device=segments.device).masked_fill(~allowed, torch.finfo(dtype).min)
     return allowed
 
 
-def packed_forward(model, *, input_ids, position_ids, prompt_slots, segments=None, **kwargs):
+def task_prompts(model, adapters) -> torch.Tensor:
+    """[T, n, d]: the soft prompt of each named PEFT prompt adapter, as PEFT's ``get_prompt`` computes it."""
+    return torch.stack([model.prompt_encoder[a](model.prompt_tokens[a].to(model.prompt_encoder[a].embedding.weight.device))
+                        for a in adapters])
+
+
+def packed_forward(model, *, input_ids, position_ids, prompt_slots, segments=None, sees=None, slot_task=None,
+                   adapters=None, **kwargs):
     """The forward of a PEFT prompt-tuning model on a packed row: the slots get the soft prompt (once per
-    example, or once per row for the shared layout), positions are the row's own."""
+    example, or once per row for the shared layout; with ``slot_task``, the prompt of ``adapters[task]``),
+    positions are the row's own."""
     embeds = model.word_embeddings(input_ids)
-    prompt = model.get_prompt(batch_size=1)[0].to(embeds.dtype)
-    copies = int(prompt_slots.sum()) // prompt.shape[0]
-    embeds = embeds.masked_scatter(prompt_slots.unsqueeze(-1), prompt.repeat(copies, 1))
+    if slot_task is None:
+        prompt = model.get_prompt(batch_size=1)[0].to(embeds.dtype)
+        fill = prompt.repeat(int(prompt_slots.sum()) // prompt.shape[0], 1)
+    else:
+        table = task_prompts(model, adapters).to(embeds.dtype)
+        n = table.shape[1]
+        fill = table[slot_task[prompt_slots][::n]].reshape(-1, table.shape[-1])  # each copy: its task's prompt
+    embeds = embeds.masked_scatter(prompt_slots.unsqueeze(-1), fill)
     base = model.get_base_model()
-    mask = None if segments is None else block_mask(segments, base.config._attn_implementation, embeds.dtype)
+    mask = None if segments is None else block_mask(segments, base.config._attn_implementation, embeds.dtype, sees)
     kwargs.pop("attention_mask", None)
     return base(inputs_embeds=embeds, position_ids=position_ids, attention_mask=mask, **kwargs)
 
 
 @contextlib.contextmanager
-def packed_prompts(model):
+def packed_prompts(model, adapters=None):
     """While training: ``model(..., prompt_slots=...)`` takes the packed path; any other call (evaluation
-    inside the stage, generation) is PEFT's own forward. The model's ``forward`` is restored on exit."""
+    inside the stage, generation) is PEFT's own forward. The model's ``forward`` is restored on exit.
+    ``adapters``: the prompt adapters a row's ``slot_task`` indexes (several tasks)."""
     original = model.forward
 
-    def forward(self, *args, prompt_slots=None, segments=None, **kwargs):
+    def forward(self, *args, prompt_slots=None, segments=None, sees=None, slot_task=None, **kwargs):
         if prompt_slots is None:
             return original(*args, **kwargs)
-        return packed_forward(self, prompt_slots=prompt_slots, segments=segments, **kwargs)
+        return packed_forward(self, prompt_slots=prompt_slots, segments=segments, sees=sees, slot_task=slot_task,
+                              adapters=adapters, **kwargs)
 
     before = model.__dict__.get("forward")  # an instance forward set earlier (accelerate's autocast wrapper)
     model.forward = types.MethodType(forward, model)

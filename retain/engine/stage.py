@@ -17,6 +17,7 @@ from retain.engine.checkpoints import last_checkpoint
 from retain.engine.interrupt import Interrupted, catch_sigint
 from retain.engine.packing import collator, packing_is_exact, virtual_tokens
 from retain.engine.prompt_packing import LAYOUTS, PromptPackingCollator, packed_prompts, prompt_packing_layout
+from retain.engine.task_prompts import TaskCollator, per_example_prompts
 from retain.engine.trainer import StageTrainer
 from retain.errors import RetainError
 from retain.methods import Stage, param_groups, prepare
@@ -123,7 +124,7 @@ def _raise_if_stopped(trainer: StageTrainer, stage: Stage, stage_dir: Path, log,
 
 def run_stage(model, tokenizer, stage: Stage, *, rows: list[dict], steps: int, lr: float, prompt_lr: float,
               cfg, stage_dir: Path, evaluate=None, log=lambda e: None, resume: bool = False,
-              resumable: bool = True, observe=None) -> dict:
+              resumable: bool = True, observe=None, prompt_adapters: tuple[str, ...] | None = None) -> dict:
     """Train one stage; return its record (steps, evaluations, best step, wall time).
 
     What trains is decided only by ``requires_grad`` (``retain.methods.prepare``). ``evaluate(model) ->
@@ -131,6 +132,9 @@ def run_stage(model, tokenizer, stage: Stage, *, rows: list[dict], steps: int, l
     restored at the end. ``resumable``: the caller keeps checkpoints for ``--resume`` (``retain train``);
     otherwise failure messages do not point at checkpoints or ``--resume``. ``observe(trainer, stage) ->
     [TrainerCallback]``: callbacks added to this stage's Trainer (the analyses measure the training as it runs).
+    ``prompt_adapters``: rows carry ``prompt_task``, an index into these PEFT prompt adapters, and each example
+    trains under its own task's prompt (multi-task; packed in ``engine.prompt_packing``, padded in
+    ``engine.task_prompts``).
     """
     prepare(model, stage)
     n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -145,7 +149,10 @@ def run_stage(model, tokenizer, stage: Stage, *, rows: list[dict], steps: int, l
     if is_main():
         sys.stderr.write(f"[retain] {stage.name}: memory estimate {memory.describe(estimate)}\n")
     best = BestCheckpoint(evaluate, cfg.eval_every if evaluate else 0, steps, stage_dir, log)
+    tasks = tuple(prompt_adapters) if prompt_adapters and virtual else None
     collate = PromptPackingCollator(virtual, layout) if in_row else collator(tokenizer, packed)
+    if tasks and not in_row:
+        collate = TaskCollator(collate)
     trainer = StageTrainer(model=model, args=args, train_dataset=rows, data_collator=collate,
                            optimizer_factory=lambda m: optimizer(m, args, cfg, lr, prompt_lr), callbacks=[best, LogCallback(log)],
                            selective_loss=causal, virtual_tokens=0 if in_row else virtual, label_smoothing=cfg.label_smoothing)
@@ -157,7 +164,8 @@ def run_stage(model, tokenizer, stage: Stage, *, rows: list[dict], steps: int, l
          "resumed_from": str(ckpt.name) if ckpt else None})
     t0 = time.time()
     in_use = memory.start_measuring()
-    with catch_sigint(trainer), packed_prompts(model) if in_row else contextlib.nullcontext():
+    prompts = packed_prompts(model, tasks) if in_row else per_example_prompts(model, tasks) if tasks else contextlib.nullcontext()
+    with catch_sigint(trainer), prompts:
         result = trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
     _raise_if_stopped(trainer, stage, stage_dir, log, resumable)
     best.restore(model)

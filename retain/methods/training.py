@@ -9,13 +9,14 @@ from retain.methods.registry import Method, Stage, get
 from retain.methods.soft_prompt import attach_prompt, prompt_parameters
 
 
-def wrap(model, tokenizer, method: Method | str, cfg, is_seq2seq: bool):
-    """Wrap the base model with the parts the method (or registered method name) attaches: a soft prompt or LoRA."""
+def wrap(model, tokenizer, method: Method | str, cfg, is_seq2seq: bool, tasks: tuple[str, ...] = ()):
+    """Wrap the base model with the parts the method (or registered method name) attaches: a soft prompt (one PEFT
+    adapter per name in ``tasks`` when several tasks are trained) or LoRA."""
     if isinstance(method, str):
         method = get(method)
     cfg = method.configure(cfg)
     if method.uses_prompt:
-        return attach_prompt(model, tokenizer, cfg, is_seq2seq)
+        return attach_prompt(model, tokenizer, cfg, is_seq2seq, adapters=tasks)
     if method.uses_lora:
         return attach_lora(model, cfg, is_seq2seq)
     return model
@@ -27,7 +28,9 @@ def prepare(model, stage: Stage) -> None:
         return  # PEFT marks only the (active) LoRA weights trainable; continual methods choose which adapter
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     base.requires_grad_(stage.trains_model)
-    for p in prompt_parameters(model):
+    for p in prompt_parameters(model):  # only the active prompt adapter trains (multi-task: one task's prompt)
+        p.requires_grad_(False)
+    for p in prompt_parameters(model, active=True):
         p.requires_grad_(stage.trains_prompt)
     for p in lora_parameters(model):  # attached, not trained by this stage (promot-lora stage 2)
         p.requires_grad_(False)

@@ -22,30 +22,28 @@ def check_suite(o: EvalOptions) -> tuple[list, list[int]]:
     return tasks, shots
 
 
-def tuned_spec_for_run(info: dict, data: str | None, n: int, *, is_seq2seq: bool, flag: str = "--tuned-data"):
-    """The tuned task of a run (validation items, format, metric) and its output space."""
-    cfg = info.get("config", {})
-    fmt = TaskFormat(**info["format"], is_seq2seq=is_seq2seq)
+def tuned_spec_for_run(task: dict, data: str | None, n: int, *, is_seq2seq: bool, flag: str = "--tuned-data"):
+    """The tuned task of a run (``retain.run.task_info``: validation items, format, metric) and its output space."""
+    fmt = TaskFormat(task["template"], task["one_shot"], is_seq2seq=is_seq2seq)
     fields = template_fields(fmt.template)
-    data = data or cfg.get("validation")
+    data = data or task.get("validation")
     if data and not Path(data).is_file():
         if flag == "--tuned-data":
             raise RetainError(f"{flag}: file not found: {data}")
         data = None  # the run's validation file has moved: no tuned-task score
     examples = load_jsonl(data, fields=fields, flag=flag)[:n] if data else []
-    train_file = cfg.get("train")
+    train_file = task.get("train")
     space = output_space(load_jsonl(train_file, fields=fields, flag="--train")) if train_file and Path(train_file).is_file() else None
-    name = tuned_task_name(cfg.get("train"))
-    spec = TunedSpec(name, examples, fmt, info.get("metric", "accuracy"), info.get("max_new_tokens", 32)) if examples else None
+    name = task.get("name") or tuned_task_name(train_file)
+    spec = TunedSpec(name, examples, fmt, task.get("metric") or "accuracy", task.get("max_new_tokens") or 32) if examples else None
     return spec, space
 
 
 def _evaluate_run(o: EvalCommand, tasks, shots) -> dict:
-    from retain.run import load_run, read_run_info
+    from retain.run import load_run
 
-    info = read_run_info(Path(o.run))
-    run = load_run(o.run)
-    tuned, space = tuned_spec_for_run(info, o.tuned_data, o.tuned_examples, is_seq2seq=run.is_seq2seq,
+    run = load_run(o.run, task=o.task)
+    tuned, space = tuned_spec_for_run(run.task, o.tuned_data, o.tuned_examples, is_seq2seq=run.is_seq2seq,
                                       flag="--tuned-data" if o.tuned_data else "run.json validation")
     suite_prompt = o.prompt == "on" and run.has_prompt
     tuned_prompt = o.prompt != "off" and run.has_prompt
@@ -54,12 +52,16 @@ def _evaluate_run(o: EvalCommand, tasks, shots) -> dict:
                        tuned_prompt=tuned_prompt, seed=o.seed, engine=o.engine, batch_size=o.batch_size, progress=True,
                        trials=o.trials)
     res["run"], res["method"] = str(o.run), run.method
+    if o.task:
+        res["task"] = o.task
     return res
 
 
 def _evaluate_model(o: EvalCommand, tasks, shots) -> dict:
     if o.prompt == "on":
         raise RetainError("--prompt on needs --run (a plain --model has no soft prompt)")
+    if o.task:
+        raise RetainError("--task needs --run (it picks one task of a run trained on several)")
     if o.tuned_data:
         raise RetainError("--tuned-data needs --run (it scores a run's tuned task in its format)")
     from retain.models import load_model, model_options

@@ -53,6 +53,8 @@ class EvalCommand(EvalOptions):
                               "on = everywhere; off = nowhere.", choices=PROMPT_RULES)
     tuned_data: str | None = opt(None, "JSONL of the tuned task to score in its own format (default: the run's --validation file).",
                                  metavar="FILE")
+    task: str | None = opt(None, "With --run trained on several tasks: the task scored as the tuned one, with its format and its "
+                                 "soft prompt (required for such a run).", metavar="NAME")
     batch_size: int = opt(32, "Rows per forward pass.", positive=True, metavar="N")
     output: str | None = opt(None, "Write the full results as JSON here.", metavar="FILE")
     trust_remote_code: bool = opt(False, "Allow model code from the Hub (runs that code).")
@@ -110,6 +112,8 @@ class GenerateOptions:
     no_prompt: bool = opt(False, "Drop the soft prompt or promot-lora's LoRA (and the one-shot prefix): the fine-tuned model as "
                                  "is, for tasks other than the tuned one.")
     raw: bool = opt(False, "Give the texts to the model as they are, without the run's template.")
+    task: str | None = opt(None, "With --run trained on several tasks: whose template, one-shot prefix and soft prompt to use "
+                                 "(required for such a run).", metavar="NAME")
     max_new_tokens: int | None = opt(None, "Tokens to generate (default: the run's, from its training outputs).", positive=True,
                                      metavar="N")
     full: bool = opt(False, "Print the whole continuation, not just its first line.")

@@ -6,6 +6,7 @@ not a model load; nothing is written until the data and flags are valid.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import shutil
@@ -17,33 +18,39 @@ from pathlib import Path
 from retain import methods
 from retain.artifacts import RUN_FILE, JsonlLog, check_output, commit, staging_dir, write_json
 from retain.config import TrainConfig, to_dict
-from retain.data import TaskFormat, Tokenized, check_template, load_examples, load_jsonl, pick_one_shot, template_fields, tokenize
 from retain.distributed import begin, is_main, main_only, on_main, parallelism, world
 from retain.engine import check_precision, load_state, run_stage, save_state
 from retain.engine.checkpoints import full_state, is_sharded, part_state, save_pretrained
 from retain.errors import RetainError
-from retain.evaluation.decoding import answer_budget, using
+from retain.evaluation.decoding import using
 from retain.evaluation.harness import evaluate_tuned
-from retain.evaluation.metrics import resolve_metric
 from retain.methods.lora import plain_state
 from retain.models import load_model, model_options
 from retain.versions import __version__, library_versions
+from retain.workflows.tasks import Task, load_task, prepare_task, task_record, task_specs
 
 
-def validated_inputs(cfg: TrainConfig):
-    """Check flags and data; returns (train examples, validation examples)."""
-    if not cfg.train:
-        raise RetainError("--train is required")
+def validated_inputs(cfg: TrainConfig) -> list[Task]:
+    """Check flags and data; returns the tasks with their examples (``workflows.tasks``: one, or several)."""
+    specs = task_specs(cfg)
     if not cfg.output:
         raise RetainError("--output is required")
-    methods.get(cfg.method)
+    method = methods.get(cfg.method)
     check_precision(cfg)
-    cfg.template = check_template(cfg.template)
+    if len(specs) == 1:
+        cfg.template = specs[0].template
+    else:
+        check_multitask(method)
     check_output(Path(cfg.output), overwrite=cfg.overwrite, resume=cfg.resume)
-    fields = template_fields(cfg.template)
-    train = load_examples(cfg.train, fields=fields, flag="--train")
-    val = load_jsonl(cfg.validation, fields=fields, flag="--validation") if cfg.validation else []
-    return train, val
+    return [load_task(spec, single=len(specs) == 1) for spec in specs]
+
+
+def check_multitask(method: methods.Method) -> None:
+    """Several tasks: a stage trains the prompt alone (once per task) or no prompt (on the mixture)."""
+    for stage in method.stages:
+        if stage.trains_prompt and len(stage.parts) > 1:
+            raise RetainError(f"--method {method.name}: several tasks need stages that train the prompt alone (once per task) "
+                              f"or no prompt (on the mixture); stage '{stage.name}' trains {stage.trains}")
 
 
 @dataclass
@@ -53,13 +60,31 @@ class Setup:
     cfg: TrainConfig
     method: methods.Method
     loaded: object  # retain.models.Loaded
-    fmt: TaskFormat
-    data: Tokenized
-    metric: str
-    max_new: int
+    tasks: list[Task]
     max_length: int
-    validation: list[dict]
     fingerprint: str  # sha256 of the base weights as loaded, before any training
+
+    @property
+    def multi(self) -> bool:
+        return len(self.tasks) > 1
+
+    @property
+    def fmt(self):
+        """The format, metric and generation length of a one-task run (the analyses train one task)."""
+        return self.tasks[0].fmt
+
+    @property
+    def metric(self) -> str:
+        return self.tasks[0].metric
+
+    @property
+    def max_new(self) -> int:
+        return self.tasks[0].max_new
+
+    @property
+    def adapters(self) -> tuple[str, ...]:
+        """One PEFT prompt adapter per task (several tasks with a soft prompt), else none (PEFT's ``default``)."""
+        return tuple(t.name for t in self.tasks) if self.multi and self.method.uses_prompt else ()
 
 
 def setup(cfg: TrainConfig) -> Setup:
@@ -67,63 +92,91 @@ def setup(cfg: TrainConfig) -> Setup:
     _warn_single_process_launch()
     method = methods.get(cfg.method)
     cfg = method.configure(cfg)  # the settings the method fixes, recorded as used
-    train_examples, val_examples = validated_inputs(cfg)
-    outputs = [e["output"] for e in train_examples]
-    metric = resolve_metric(cfg.metric, outputs)
+    tasks = validated_inputs(cfg)
     loaded = load_model(cfg.model, **model_options(cfg))
-    fmt = TaskFormat(cfg.template, pick_one_shot(train_examples, cfg.seed) if cfg.one_shot else None, loaded.is_seq2seq)
     limit = getattr(loaded.model.config, "max_position_embeddings", None) or getattr(loaded.model.config, "n_positions", None)
     max_length = cfg.max_length
     if limit:
         max_length = min(max_length, limit - (cfg.prompt_length if method.uses_prompt else 0))
-    data = tokenize(train_examples, loaded.tokenizer, fmt, max_length)
-    if data.truncated and is_main():
-        sys.stderr.write(f"[retain] note: {data.truncated} training examples are longer than {max_length} tokens; "
-                         "their prompts were cut from the left so the output is kept\n")
-    return Setup(cfg, method, loaded, fmt, data, metric,
-                 answer_budget(loaded.tokenizer, outputs, given=cfg.max_new_tokens), max_length, val_examples, loaded.fingerprint)
+    for task in tasks:
+        prepare_task(task, loaded.tokenizer, is_seq2seq=loaded.is_seq2seq, one_shot=cfg.one_shot, seed=cfg.seed,
+                     max_length=max_length, max_new_tokens=cfg.max_new_tokens)
+    return Setup(cfg, method, loaded, tasks, max_length, loaded.fingerprint)
 
 
-def checkpoint_metric(s: Setup):
-    """The tuned-task score used to keep each stage's best checkpoint (None: keep the last weights)."""
+@contextlib.contextmanager
+def active_prompt(model, name: str | None):
+    """The PEFT prompt adapter ``name`` active for the duration (None: leave the model as it is)."""
+    if name is None:
+        yield
+        return
+    before = model.active_adapter
+    model.set_adapter(name)
+    try:
+        yield
+    finally:
+        model.set_adapter(before)
+
+
+def checkpoint_metric(s: Setup, tasks: list[Task]):
+    """The score used to keep a stage's best checkpoint: the tuned-task score, the mean over ``tasks`` (each in its
+    format, under its own prompt adapter) when a stage trains on several (None: keep the last weights)."""
     cfg = s.cfg
-    if not (s.validation and cfg.eval_every):
+    if not (cfg.eval_every and all(t.validation for t in tasks)):
         return None
-    sample = s.validation[: cfg.eval_samples]
 
     def evaluate(model) -> float:
+        scores = []
         with using(cfg.num_beams):  # the decoding of the reported evaluation (--num-beams)
-            return evaluate_tuned(model, s.loaded.tokenizer, sample, s.fmt, s.metric, is_seq2seq=s.loaded.is_seq2seq,
-                                  max_new_tokens=s.max_new, batch_size=cfg.eval_batch_size, shard=True)["score"]
+            for t in tasks:
+                with active_prompt(model, t.name if s.adapters else None):
+                    scores.append(evaluate_tuned(model, s.loaded.tokenizer, t.validation[: cfg.eval_samples], t.fmt, t.metric,
+                                                 is_seq2seq=s.loaded.is_seq2seq, max_new_tokens=t.max_new,
+                                                 batch_size=cfg.eval_batch_size, shard=True)["score"])
+        return sum(scores) / len(scores)
 
     return evaluate
 
 
 def fit(s: Setup, model, staging: Path, log, progress, observe=None) -> list[dict]:
-    """Every stage of the method, through the engine; a stage finished before an interruption is reloaded.
+    """Every stage of the method, through the engine; several tasks: a prompt-only stage once per task (its own data,
+    its own adapter), any other stage on the mixture. A stage finished before an interruption is reloaded.
     ``observe(setup, trainer, stage) -> [TrainerCallback]``: callbacks that measure each stage as it trains."""
-    cfg, records = s.cfg, []
-    evaluate = checkpoint_metric(s)
+    records = []
     for stage in s.method.stages:
-        steps, lr, prompt_lr = stage.budget(cfg)
-        stage_dir = staging / "checkpoints" / stage.name
-        done = stage_dir / "done.json"
-        if cfg.resume and done.is_file():  # finished before the interruption
-            load_state(model, stage_dir / "final.safetensors")
-            records.append(json.loads(done.read_text()))
-            progress(f"[retain] {stage.name}: already complete, loaded")
-            continue
-        progress(f"[retain] {cfg.method} {stage.name}: training {stage.trains} for {steps} steps at lr {lr:g}")
-        rec = run_stage(model, s.loaded.tokenizer, stage, rows=s.data.rows, steps=steps, lr=lr, prompt_lr=prompt_lr, cfg=cfg,
-                        stage_dir=stage_dir, evaluate=evaluate, log=log, resume=cfg.resume,
-                        observe=observe and functools.partial(observe, s))
-        save_state(model, stage_dir / "final.safetensors")  # every process (gathered if sharded); the main one writes
-        on_main(write_json, done, rec)
-        records.append(rec)
-        best = rec["best"]
-        progress(f"[retain] {stage.name}: done in {rec['wall_time_s']:.0f}s, loss {rec['train_loss']:.4f}"
-                 + (f", best {s.metric} {best['score']:.2f} at step {best['step']}" if best else ""))
+        for task in (s.tasks if s.adapters and stage.trains_prompt else [None]):
+            with active_prompt(model, task.name if task else None):
+                records.append(fit_stage(s, model, stage, task, staging, log, progress, observe))
     return records
+
+
+def fit_stage(s: Setup, model, stage, task: Task | None, staging: Path, log, progress, observe=None) -> dict:
+    """One stage on one task's data (``task``) or on every task's (None: each row tagged with its task's prompt)."""
+    cfg = s.cfg
+    steps, lr, prompt_lr = stage.budget(cfg)
+    label = stage.name + (f"-{task.name}" if task else "")
+    stage_dir = staging / "checkpoints" / label
+    done = stage_dir / "done.json"
+    if cfg.resume and done.is_file():  # finished before the interruption
+        load_state(model, stage_dir / "final.safetensors")
+        progress(f"[retain] {label}: already complete, loaded")
+        return json.loads(done.read_text())
+    tasks, adapters = ([task], ()) if task else (s.tasks, s.adapters)  # the mixture: each row names its task's prompt
+    rows = [{**r, "prompt_task": i} if adapters else r for i, t in enumerate(tasks) for r in t.rows]
+    progress(f"[retain] {cfg.method} {label}: training {stage.trains} for {steps} steps at lr {lr:g}"
+             + (f" on {len(rows)} examples of {len(tasks)} tasks" if len(tasks) > 1 else ""))
+    rec = run_stage(model, s.loaded.tokenizer, stage, rows=rows, steps=steps, lr=lr, prompt_lr=prompt_lr, cfg=cfg,
+                    stage_dir=stage_dir, evaluate=checkpoint_metric(s, tasks), log=log, resume=cfg.resume,
+                    prompt_adapters=adapters or None, observe=observe and functools.partial(observe, s))
+    if s.multi:
+        rec["tasks"] = [t.name for t in tasks]
+    save_state(model, stage_dir / "final.safetensors")  # every process (gathered if sharded); the main one writes
+    on_main(write_json, done, rec)
+    best = rec["best"]
+    metric = tasks[0].metric if len(tasks) == 1 else "mean score"
+    progress(f"[retain] {label}: done in {rec['wall_time_s']:.0f}s, loss {rec['train_loss']:.4f}"
+             + (f", best {metric} {best['score']:.2f} at step {best['step']}" if best else ""))
+    return rec
 
 
 def train(cfg: TrainConfig, *, progress=print, observe=None) -> Path:
@@ -138,8 +191,9 @@ def train(cfg: TrainConfig, *, progress=print, observe=None) -> Path:
     staging = staging_dir(out)
     on_main(_fresh_staging, staging, keep=cfg.resume)
     log = JsonlLog(staging / "train_log.jsonl", t_start, enabled=is_main())
-    log({"event": "start", "method": cfg.method, "model": cfg.model, "examples": len(s.data.rows), "truncated": s.data.truncated})
-    model = methods.wrap(s.loaded.model, s.loaded.tokenizer, s.method, cfg, s.loaded.is_seq2seq)
+    log({"event": "start", "method": cfg.method, "model": cfg.model, "examples": sum(len(t.rows) for t in s.tasks),
+         "truncated": sum(t.truncated for t in s.tasks), **({"tasks": [t.name for t in s.tasks]} if s.multi else {})})
+    model = methods.wrap(s.loaded.model, s.loaded.tokenizer, s.method, cfg, s.loaded.is_seq2seq, tasks=s.adapters)
     records = fit(s, model, staging, log, progress, observe)
     save(s, model, staging, records, t_start)
     on_main(commit, staging, out)
@@ -158,8 +212,8 @@ def save(s: Setup, model, root: Path, records: list[dict], t_start: float) -> No
     method = s.method
     on_main(shutil.rmtree, root / "checkpoints", ignore_errors=True)
     state = full_state(model) if is_sharded(model) and (method.changes_base or method.uses_lora) else None
-    if method.uses_prompt:
-        save_pretrained(model, root / "prompt", state)
+    if method.uses_prompt:  # several tasks: prompt/NAME/, one standard PEFT prompt adapter per task
+        save_pretrained(model, root / "prompt", state, **({"selected_adapters": list(s.adapters)} if s.adapters else {}))
     if method.uses_lora:
         save_pretrained(model, root / "lora", state)
     if method.changes_base:
@@ -174,18 +228,21 @@ def save(s: Setup, model, root: Path, records: list[dict], t_start: float) -> No
 
 def run_info(s: Setup, root: Path, records: list[dict], wall: float) -> dict:
     """run.json: what was trained, how, on what, and how it went."""
-    cfg = s.cfg
+    cfg, one = s.cfg, s.tasks[0]  # several tasks: no run-wide format, metric or budget (each task has its own)
     return {
         "retain_version": __version__,
         "method": cfg.method,
         "config": to_dict(cfg),
         "base": {"spec": cfg.model, "fingerprint": s.fingerprint, "is_seq2seq": s.loaded.is_seq2seq},
-        "format": {"template": s.fmt.template, "one_shot": s.fmt.one_shot},
+        "format": None if s.multi else {"template": one.fmt.template, "one_shot": one.fmt.one_shot},
         "removable": list(s.method.removable),  # parts used for the tuned task only (run.load_run)
-        "metric": s.metric,
-        "max_new_tokens": s.max_new,
+        "metric": None if s.multi else one.metric,
+        "max_new_tokens": None if s.multi else one.max_new,
         "max_length": s.max_length,
-        "examples": {"train": len(s.data.rows), "validation": len(s.validation), "truncated": s.data.truncated},
+        "examples": {"train": sum(len(t.rows) for t in s.tasks), "validation": sum(len(t.validation) for t in s.tasks),
+                     "truncated": sum(t.truncated for t in s.tasks)},
+        "tasks": [task_record(t) for t in s.tasks],
+        "checkpoint_score": "mean of the tasks' validation scores" if s.multi else "validation score",
         "stages": records,
         "memory": peak_memory(records),
         "artifacts": sorted(p.name for p in root.iterdir() if p.is_dir()),
