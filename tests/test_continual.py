@@ -10,7 +10,7 @@ import torch
 
 from retain.errors import RetainError
 from retain.tokens import pad_right, prompt_ids
-from tests.conftest import cli, write_jsonl
+from tests.conftest import ROOT, SHARED, cli, write_jsonl
 
 WORDS = ["apple", "river", "stone", "cloud", "tiger", "lemon", "piano", "storm", "candle", "forest", "mirror", "rocket"]
 TASKS = {  # distinct instructions, so the switch can tell them apart
@@ -313,3 +313,30 @@ def test_adapter_initialisation_depends_on_the_seed_only(tmp_path):
         weights.append({n: p.detach().clone() for n, p in model.named_parameters() if "lora_A" in n})
     assert weights[0].keys() == weights[1].keys() and weights[0]
     assert all(torch.equal(weights[0][n], weights[1][n]) for n in weights[0])
+
+
+def test_simplification_task_is_scored_with_sari_against_the_sentence(tmp_path):
+    from retain.continual.measure import task_scores
+    from retain.continual.tasks import load_task, read_task_config
+    from retain.evaluation.metrics import sari
+
+    simp = SHARED / "cit" / "simp"
+    if not simp.is_dir():
+        pytest.skip("../shared/data/cit not present")
+    overrides = read_task_config(str(ROOT / "bench" / "cit_tasks.yaml"))
+    task = load_task(str(simp), overrides)
+    assert task.metric == "sari"
+    row = task.validation[0]
+    assert row["source"] == row["input"].removeprefix("Simplify the following sentence: ") != row["input"]
+    preds = [r["output"] for r in task.validation[:5]]
+    got = task_scores(task, preds, 5)
+    assert got["score"] == pytest.approx(sum(sari(r["source"], p, r["references"]) for r, p in zip(task.validation, preds)) / 5, abs=1e-4)
+    assert got["se"] > 0 and got["units"][0]["sources"][0] == row["source"]
+    # the source matters: against the whole instruction the same answers score differently
+    assert sari(row["input"], preds[0], row["references"]) != pytest.approx(sari(row["source"], preds[0], row["references"]))
+    bad = tmp_path / "simp"
+    bad.mkdir()
+    write_jsonl(bad / "train.jsonl", [{"input": "x", "output": "y"}])
+    write_jsonl(bad / "validation.jsonl", [{"input": "Shorten: a b", "output": "a"}])
+    with pytest.raises(RetainError, match="row 1: input does not start with"):
+        load_task(str(bad), {"simp": {"metric": "sari", "source_prefix": "Simplify: "}})

@@ -138,9 +138,10 @@ def _write(cfg, loaded, fingerprint: str, previous: Previous | None, tasks: list
 def _old_task(spec: dict) -> Task:
     """A task already in the registry: its settings, and its validation data if still readable at the recorded path."""
     task = Task(spec["name"], spec["path"], metric=spec["metric"], template=spec["template"],
-                max_new_tokens=spec["max_new_tokens"], constraint=spec["constraint"])
+                max_new_tokens=spec["max_new_tokens"], constraint=spec["constraint"], source_prefix=spec.get("source_prefix"))
     try:
-        task.validation = load_task(spec["path"], {spec["name"]: {k: spec[k] for k in ("metric", "template", "constraint")}}).validation
+        keys = ("metric", "template", "constraint", "source_prefix")
+        task.validation = load_task(spec["path"], {spec["name"]: {k: spec.get(k) for k in keys}}).validation
     except RetainError:
         task.validation = []  # evaluated as missing (None) from now on
     return task
