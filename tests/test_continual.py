@@ -211,6 +211,18 @@ def test_bad_inputs_one_line_nothing_written(data, tmp_path):
     assert proc.returncode == 2 and "SwitchCIT" in proc.stderr
 
 
+def test_best_weights_are_chosen_on_rows_apart_from_those_that_measure_R():
+    from types import SimpleNamespace
+
+    from retain.continual.context import selection_rows
+    from retain.continual.tasks import Task
+
+    task = Task("t", "t", validation=[{"input": str(i), "output": "x"} for i in range(10)])
+    assert [r["input"] for r in selection_rows(task, SimpleNamespace(eval_samples=4, select_samples=3))] == ["4", "5", "6"]
+    assert [r["input"] for r in selection_rows(task, SimpleNamespace(eval_samples=8, select_samples=5))] == ["8", "9"]
+    assert [r["input"] for r in selection_rows(task, SimpleNamespace(eval_samples=10, select_samples=2))] == ["0", "1"]
+
+
 def test_summary_figures():
     from retain.continual.measure import summarize
 
@@ -340,3 +352,62 @@ def test_simplification_task_is_scored_with_sari_against_the_sentence(tmp_path):
     write_jsonl(bad / "validation.jsonl", [{"input": "Shorten: a b", "output": "a"}])
     with pytest.raises(RetainError, match="row 1: input does not start with"):
         load_task(str(bad), {"simp": {"metric": "sari", "source_prefix": "Simplify: "}})
+
+
+def _switchcit_args(data, out, *extra):
+    return ["continual", "--model", "tiny-random-llama", "--method", "switchcit", "--tasks", data["rev"], data["up"],
+            "--output", out, "--max-steps", 30, "--batch-size", 4, "--lr", "1e-2", "--eval-samples", 2, "--select-samples", 2,
+            "--eval-every", 10, "--save-every", 5, "--max-new-tokens", 4, "--retain-min", 8, "--switch-epochs", 5, *extra]
+
+
+def _registry_tensors(root):
+    from safetensors.torch import load_file
+
+    return {f"{p.relative_to(root)}:{k}": v for p in sorted(root.rglob("*.safetensors")) for k, v in load_file(str(p)).items()}
+
+
+@pytest.mark.slow
+def test_sigkill_mid_task_then_resume_equals_uninterrupted_run(data, tmp_path):
+    """Killed (SIGKILL) in task 2 after a checkpoint; --resume reloads task 1, continues task 2 from the checkpoint.
+
+    Equal tensors, not a tolerance: on one CPU process the resumed run restores the model, optimizer, scheduler and
+    RNG states the Trainer checkpointed, reads the same batches in the same order and runs the same kernels, and the
+    switch is fitted (seeded) on features of the unchanged base, so every float operation is repeated exactly."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    ref = tmp_path / "ref"
+    cli(*_switchcit_args(data, ref))
+    out = tmp_path / "killed"
+    staging = tmp_path / ".killed.partial"
+    target = random.Random().choice([5, 10, 15, 20])
+    proc = subprocess.Popen([sys.executable, "-m", "retain", *map(str, _switchcit_args(data, out))],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if (staging / "checkpoints" / "up" / f"checkpoint-{target}" / "trainer_state.json").is_file():
+            break
+        time.sleep(0.005)
+    assert proc.poll() is None, f"run ended before it could be killed:\n{proc.stderr.read()[-2000:]}"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not out.exists() and (staging / "checkpoints" / "rev" / "done.json").is_file()
+
+    mismatch = cli(*_switchcit_args(data, out, "--resume", "--max-steps", 31), check=False)
+    assert mismatch.returncode == 2 and "other settings (max_steps)" in mismatch.stderr
+    resumed = cli(*_switchcit_args(data, out, "--resume"))
+    assert "rev: already complete, loaded" in resumed.stdout
+    log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert any(e.get("resumed_from") for e in log if e["event"] == "stage_start" and e["stage"] == "up"), "did not resume task 2"
+
+    a, b = _registry_tensors(ref), _registry_tensors(out)
+    assert a.keys() == b.keys() and any("switch" in k for k in a) and any("adapters/up" in k for k in a)
+    for k in a:
+        assert torch.equal(a[k], b[k]), f"{k} differs after resume (killed in task 2 at checkpoint {target})"
+    ra, rb = (json.loads((d / "results.json").read_text()) for d in (ref, out))
+    best = lambda res: [(r["best"]["step"], r["best"]["score"]) for r in res["training"]]  # noqa: E731
+    assert ra["R"] == rb["R"] and best(ra) == best(rb)
+    assert [[e["step"] for e in r["evaluations"]] for r in rb["training"]] == [[10, 20, 30]] * 2  # --eval-every, per task
+    assert (out / "switch" / "instructions.jsonl").read_text() == (ref / "switch" / "instructions.jsonl").read_text()

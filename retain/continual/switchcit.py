@@ -65,7 +65,7 @@ def run_switchcit(ctx, new: list[Task], max_new: dict, previous=None) -> dict:
         model = _with_new_adapter(ctx, model, task)
         if cfg.feature_model == "base":
             features.model = model  # adapters are switched off while reading features
-        ctx.train(model, task.name, "lora", ctx.rows(task), cfg.max_steps)
+        ctx.train(model, task.name, "lora", ctx.rows(task), cfg.max_steps, select=[task])
         on_main(save_adapter, model, task.name, ctx.staging)
         stored[task.name] = retained([r["input"] for r in task.train], cfg.retain_fraction, cfg.retain_min, cfg.seed)
         names = [t.name for t in old] + [t.name for t in new[: i + 1]]
