@@ -411,3 +411,68 @@ def test_sigkill_mid_task_then_resume_equals_uninterrupted_run(data, tmp_path):
     assert ra["R"] == rb["R"] and best(ra) == best(rb)
     assert [[e["step"] for e in r["evaluations"]] for r in rb["training"]] == [[10, 20, 30]] * 2  # --eval-every, per task
     assert (out / "switch" / "instructions.jsonl").read_text() == (ref / "switch" / "instructions.jsonl").read_text()
+
+
+def test_arrow_routes_switchcits_own_adapters_with_peft_arrow(data, tmp_path):
+    from safetensors.torch import load_file
+
+    from retain.continual.config import ContinualConfig
+    from retain.workflows.continual import run_continual
+
+    runs = {}
+    for method in ("arrow", "switchcit"):
+        out = tmp_path / method
+        cfg = ContinualConfig(model="tiny-random-llama", method=method, output=str(out), max_steps=2, batch_size=4, eval_samples=3,
+                              max_new_tokens=3, eval_every=0, retain_min=4, switch_epochs=2)
+        run_continual(cfg, [str(data["rev"]), str(data["up"]), str(data["dbl"])], progress=lambda m: None)
+        runs[method] = json.loads((out / "results.json").read_text())
+        assert (out / "adapters" / "dbl" / "adapter_model.safetensors").is_file()
+    assert not (tmp_path / "arrow" / "registry.json").exists() and not (tmp_path / "arrow" / "switch").exists()
+    for task in ("rev", "up", "dbl"):  # the same per-task training as switchcit: the same adapters
+        a = load_file(str(tmp_path / "arrow" / "adapters" / task / "adapter_model.safetensors"))
+        b = load_file(str(tmp_path / "switchcit" / "adapters" / task / "adapter_model.safetensors"))
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    res = runs["arrow"]
+    assert res["stages"] == ["rev", "up", "dbl"] and len(res["routing"]) == 3 and "switch_fit" not in res
+    assert res["routing"][-1]["labels"] == ["rev", "up", "dbl"] and sum(map(sum, res["routing"][-1]["confusion"])) == 9
+
+
+def test_arrow_routing_measure_is_the_weighting_peft_applies(data, tmp_path):
+    """The routing weights ``arrow_routes`` reads reproduce each Arrow layer's own output: sum_e w_e * scale_e * B_e A_e x."""
+    import copy
+
+    from peft import get_peft_model
+
+    from retain.continual.arrow import ROUTER, arrow_model, arrow_routes
+    from retain.continual.config import ContinualConfig
+    from retain.methods.lora import lora_config
+    from retain.models import load_model
+
+    loaded = load_model("tiny-random-llama")
+    cfg = ContinualConfig(model="tiny-random-llama")
+    base = loaded.model
+    dirs = []
+    for i in range(3):
+        torch.manual_seed(i)
+        m = get_peft_model(copy.deepcopy(base), lora_config(cfg, False), adapter_name=f"a{i}")
+        for n, p in m.named_parameters():
+            if "lora_B" in n:
+                torch.nn.init.normal_(p, std=0.5)
+        m.save_pretrained(str(tmp_path / "ad"), selected_adapters=[f"a{i}"])
+        dirs.append(tmp_path / "ad" / f"a{i}")
+    model = arrow_model(base, dirs, top_k=2, temperature=1.0, seed=0)
+    layer = next(m for m in model.modules() if hasattr(m, "lora_arrow") and ROUTER in m.lora_arrow)
+    seen = {}
+    layer.lora_arrow[ROUTER].register_forward_hook(lambda mod, args, out: seen.update(x=args[0], delta=out))
+    prompts = ["Reverse the letters of apple ==>", "copy twice ## stone ##"]
+    routed = arrow_routes(model, loaded.tokenizer, prompts, is_seq2seq=False, max_length=32, batch_size=1)
+    assert len(routed) == 2 and all(0 <= r < 3 for r in routed)
+    arrow = layer.lora_arrow[ROUTER]
+    x = seen["x"].reshape(-1, seen["x"].shape[-1])
+    sim = (x @ arrow.prototypes.T).abs()
+    top, idx = sim.topk(arrow.top_k, dim=-1)
+    w = torch.softmax(torch.full_like(sim, float("-inf")).scatter(-1, idx, top) / arrow.temperature, dim=-1)
+    expected = sum(w[:, e:e + 1] * layer.scaling[n] * (x @ layer.lora_A[n].weight.T @ layer.lora_B[n].weight.T)
+                   for e, n in enumerate(arrow.task_adapter_names))
+    assert torch.allclose(seen["delta"].reshape(expected.shape), expected, atol=1e-5)
+    assert (w > 0).sum(-1).max() == 2  # top_k of the 3 adapters per token

@@ -78,11 +78,14 @@ def evaluate_routed(model, tokenizer, switch, features_of, tasks: list[Task], *,
         results[task.name] = task_scores(task, outs[start:start + k], n)
         results[task.name]["routed_correctly"] = round(100.0 * sum(r == task.name for r in routed[start:start + k]) / k, 2)
         start += k
-    names = switch.tasks
-    confusion = [[sum(1 for t, r in zip(truth, routed) if t == a and r == b) for b in names] for a in [t.name for t in tasks]]
-    routing = {"accuracy": round(100.0 * sum(t == r for t, r in zip(truth, routed)) / len(truth), 2),
-               "labels": names, "rows": [t.name for t in tasks], "confusion": confusion}
-    return results, routing
+    return results, routing_summary(truth, routed, switch.tasks, [t.name for t in tasks])
+
+
+def routing_summary(truth: list[str], routed: list[str], labels: list[str], rows: list[str]) -> dict:
+    """Routing accuracy (%) and the confusion counts (rows: true task, columns: routed to ``labels``)."""
+    confusion = [[sum(1 for t, r in zip(truth, routed) if t == a and r == b) for b in labels] for a in rows]
+    return {"accuracy": round(100.0 * sum(t == r for t, r in zip(truth, routed)) / len(truth), 2),
+            "labels": list(labels), "rows": list(rows), "confusion": confusion}
 
 
 # ------------------------------------------------------------------ summary

@@ -191,7 +191,8 @@ def _results(cfg, names, metrics, run, earlier, command, fingerprint) -> dict:
            "stages": stages, "R": R, "R_se": R_se, "n": {n: run["evals"][-1].get(n, {}).get("n") for n in names} if run["evals"] else {},
            "decoding": DECODING.record(), "summary": summarize(R), "constraint": constraint, "details": details,
            "config": to_dict(cfg), "command": command}
-    if "routing" in run:
+    if "routing" in run:  # switchcit's switch, or arrow's
         res["routing"] = routing
+    if "switch_fit" in run:
         res["switch_fit"] = (earlier or {}).get("switch_fit", []) + run["switch_fit"]
     return res
