@@ -176,7 +176,7 @@ def test_resume_adds_task_old_adapters_bit_identical_outputs_unchanged(registry,
     assert proc.returncode == 2 and "different base model" in proc.stderr
 
 
-@pytest.mark.parametrize("method", ["sequential", "sequential-lora", "replay", "multitask"])
+@pytest.mark.parametrize("method", ["sequential", "sequential-lora", "replay", "multitask", "osf"])
 def test_baselines(method, data, tmp_path):
     from retain.continual.config import ContinualConfig
     from retain.workflows.continual import run_continual
@@ -476,3 +476,34 @@ def test_arrow_routing_measure_is_the_weighting_peft_applies(data, tmp_path):
                    for e, n in enumerate(arrow.task_adapter_names))
     assert torch.allclose(seen["delta"].reshape(expected.shape), expected, atol=1e-5)
     assert (w > 0).sum(-1).max() == 2  # top_k of the 3 adapters per token
+
+
+def test_osf_trains_only_directions_orthogonal_to_the_frozen_ones(data, tmp_path):
+    from retain.continual.config import ContinualConfig
+    from retain.continual.context import Context
+    from retain.continual.osf import frozen_share, run_osf
+    from retain.continual.tasks import load_task
+    from retain.models import load_model
+
+    # plain SGD: PEFT projects the *gradients*; AdamW's per-element scaling of them would leave the subspace a little
+    cfg = ContinualConfig(model="tiny-random-llama", method="osf", max_steps=3, batch_size=4, lr=50.0, eval_samples=2,
+                          max_new_tokens=2, eval_every=0, osf_rank=0.5, optim="sgd")
+    loaded = load_model("tiny-random-llama")
+    before = {n: p.detach().clone() for n, p in loaded.model.named_parameters()}
+    tasks = [load_task(str(data[n]), {}) for n in ("rev", "up")]
+    for t in tasks:
+        t.max_new_tokens = 2
+    ctx = Context(cfg, loaded, tmp_path, lambda e: None, lambda m: None)
+    run = run_osf(ctx, tasks[:1], {"rev": 2, "up": 2})
+    assert run["stages"] == ["rev"] and ctx.records[0]["trainable_parameters"] > 0
+    after = dict(loaded.model.named_parameters())  # merged into the model itself: no adapter left
+    assert after.keys() == before.keys()
+    assert torch.equal(after["model.embed_tokens.weight"], before["model.embed_tokens.weight"])  # not a target
+    name = "model.layers.0.self_attn.q_proj.weight"
+    w0, delta = before[name], after[name].detach() - before[name]
+    u, _, vh = torch.linalg.svd(w0)
+    k = int(min(w0.shape) * frozen_share(0.5, 0, 1))
+    assert delta.abs().max() > 1e-5, "OSF did not train"
+    assert (u[:, :k].T @ delta).abs().max() < 1e-4 * delta.abs().max()  # the frozen directions did not move
+    assert (u[:, k:].T @ delta).abs().max() > 0.1 * delta.abs().max()
+    assert frozen_share(0.5, 2, 5) == pytest.approx(0.7) and frozen_share(0.5, 4, 5) == pytest.approx(0.9)

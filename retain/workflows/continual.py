@@ -49,6 +49,8 @@ def check_inputs(cfg: ContinualConfig, task_dirs: list[str]) -> tuple[Previous |
                           "which FSDP keeps sharded); launch it data-parallel: accelerate launch --multi_gpu --num_processes N")
     if cfg.replay_ratio >= 1:
         raise RetainError(f"--replay-ratio must be below 1 (the share of each stage's data drawn from the buffer), got {cfg.replay_ratio}")
+    if cfg.osf_rank >= 1:
+        raise RetainError(f"--osf-rank must be below 1 (the share of singular directions frozen for the first task), got {cfg.osf_rank}")
     overrides = read_task_config(cfg.task_config)
     previous = _previous(cfg)
     if not cfg.output and previous is None:
