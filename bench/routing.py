@@ -12,6 +12,13 @@ on the same instructions and compared with generation time.
 Without --registry (and no runs/cit_small/switchcit), a registry is trained
 first with 2 steps per task: timing does not depend on the adapters' values.
 Last line: throughput ratio mixed / single (target >= 0.7) and the switch's share.
+
+Switch vs Arrow: PEFT's Arrow (``retain continual --method arrow``) is built over the registry's own
+adapters and both routers are measured on the same instructions: routing accuracy (Arrow: the adapter
+its weights favour over the instruction's tokens, ``retain.continual.arrow.arrow_routes``) and routing
+cost in ms per instruction (the switch: its feature-model forward + classifier; Arrow: a prompt forward
+with the router minus the same forward with one adapter, a cost it pays again on every generated token).
+The table is printed and written to bench/results/routing.md.
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench._common import ROOT, SHARED, write_result  # noqa: E402
+from bench._common import RESULTS, ROOT, SHARED, write_result  # noqa: E402
 
 TASKS = ["simp", "emdg", "inqqg", "exp", "hgen"]
 
@@ -40,8 +47,50 @@ def ensure_registry(path: str | None) -> Path:
         subprocess.run([sys.executable, "-m", "retain", "continual", "--model", "smollm2-135m", "--method", "switchcit",
                         "--tasks", *[str(SHARED / "cit" / t) for t in TASKS], "--output", str(out), "--overwrite",
                         "--max-steps", "2", "--batch-size", "2", "--max-length", "128", "--eval-samples", "2",
-                        "--max-new-tokens", "4"], check=True)
+                        "--max-new-tokens", "4", "--eval-every", "0"], check=True)
     return out
+
+
+def arrow_side(reg, prompts: list[str], truth: list[str], *, repeats: int, batch_size: int) -> dict:
+    """Arrow over the registry's adapters: routing accuracy and routing cost (ms per instruction)."""
+    import torch
+
+    from retain.continual.arrow import ROUTER, arrow_model, arrow_routes
+    from retain.models import load_model
+    from retain.tokens import pad_right, prompt_ids
+
+    cfg, names = reg.info.get("config", {}), [t["name"] for t in reg.tasks]
+    model = arrow_model(load_model(reg.info["base"]["spec"]).model, [reg.path / "adapters" / n for n in names],
+                        top_k=cfg.get("arrow_top_k", 3), temperature=cfg.get("arrow_temperature", 1.0), seed=cfg.get("seed", 0))
+    routed = [names[k] for k in arrow_routes(model, reg.tokenizer, prompts, is_seq2seq=reg.is_seq2seq, max_length=256,
+                                             batch_size=batch_size)]
+    batches = []
+    for start in range(0, len(prompts), batch_size):
+        ids, mask = pad_right([prompt_ids(reg.tokenizer, p, is_seq2seq=reg.is_seq2seq) for p in prompts[start:start + batch_size]],
+                              reg.tokenizer.pad_token_id)
+        batches.append({"input_ids": ids, "attention_mask": mask})
+    forward = model.get_base_model().get_encoder() if reg.is_seq2seq else model
+    times: dict[str, list[float]] = {"router": [], "one_adapter": []}
+    with torch.no_grad():
+        for _ in range(repeats + 1):  # the first round builds Arrow's prototypes and warms up: not counted
+            for key, adapter in (("router", ROUTER), ("one_adapter", "task_0")):
+                model.set_adapter(adapter)
+                t = time.perf_counter()
+                for enc in batches:
+                    forward(**enc)
+                times[key].append(time.perf_counter() - t)
+    times = {k: v[1:] for k, v in times.items()}
+    extra = statistics.median(times["router"]) - statistics.median(times["one_adapter"])
+    return {"accuracy": sum(a == b for a, b in zip(routed, truth)) / len(truth), "ms_per_instruction": 1000 * extra / len(prompts),
+            "prefill_seconds": times}
+
+
+def routing_table(switch_acc: float, switch_ms: float, arrow: dict) -> str:
+    return "\n".join([
+        "| router | routing accuracy (%) | routing cost (ms per instruction) | cost counted as |", "|---|---|---|---|",
+        f"| switch | {100 * switch_acc:.1f} | {switch_ms:.1f} | feature-model forward + classifier, once per instruction |",
+        f"| Arrow (PEFT) | {100 * arrow['accuracy']:.1f} | {arrow['ms_per_instruction']:.1f} | prompt forward with the router "
+        "minus with one adapter; paid again per generated token |", ""])
 
 
 def main() -> None:
@@ -96,7 +145,11 @@ def main() -> None:
     ratio = med["single"] / med["mixed"]
     share = med["route"] / (med["mixed"] + med["route"])
     accuracy = sum(a == b for a, b in zip(routed, truth)) / len(truth)
-    write_result("routing", {"registry": str(reg.path), "tasks": names_all, "instructions": len(prompts),
+    arrow = arrow_side(reg, prompts, truth, repeats=args.repeats, batch_size=args.batch_size)
+    table = routing_table(accuracy, 1000 * med["route"] / len(texts), arrow)
+    (RESULTS / "routing.md").write_text(f"# Routing: switch vs Arrow ({len(texts)} instructions, "
+                                                          f"{len(names_all)} tasks, registry {reg.path})\n\n{table}")
+    write_result("routing", {"arrow": arrow, "table": table,"registry": str(reg.path), "tasks": names_all, "instructions": len(prompts),
                              "new_tokens": args.new_tokens, "seconds": times, "mixed_tokens_per_s": n_tokens / med["mixed"],
                              "single_tokens_per_s": n_tokens / med["single"], "ratio_mixed_to_single": round(ratio, 3),
                              "switch_ms_per_instruction": 1000 * med["route"] / len(texts), "switch_share": round(share, 4),
@@ -105,6 +158,7 @@ def main() -> None:
     print(f"{len(prompts)} instructions x {args.new_tokens} tokens: mixed ({len(names_all)} adapters) {med['mixed']:.1f}s, "
           f"single adapter {med['single']:.1f}s; switch {1000 * med['route'] / len(texts):.0f} ms/instruction "
           f"({share:.1%} of routed generation), routing accuracy {accuracy:.0%}")
+    print(table)
     print(f"routing: mixed/single throughput {ratio:.2f}x; switch share of time {share:.1%}")
 
 
