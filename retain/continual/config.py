@@ -47,7 +47,7 @@ class ContinualConfig(EngineOptions):
     arrow_top_k: int = opt(3, "arrow: adapters mixed per token (PEFT ArrowConfig.top_k; at most the number of tasks learnt).", positive=True)
     arrow_temperature: float = opt(1.0, "arrow: softmax temperature of the routing coefficients (PEFT ArrowConfig.router_temperature).", positive=True)
     # osf (PEFT's Orthogonal Subspace Fine-tuning, task after task)
-    osf_rank: float = opt(0.5, "osf: share of each weight matrix's singular directions frozen for the first task; raised evenly after each task so that the last task trains the top (1 - share) / tasks of them (PEFT OSFConfig.effective_rank as a fraction).", positive=True)
+    osf_rank: float = opt(0.5, "osf: share of each weight matrix's singular directions frozen for the first task; raised evenly after each task (task i of T, from 0, freezes share + i (1 - share) / T; the last one trains the lowest (1 - share) / T of them). PEFT OSFConfig.effective_rank as a fraction; below 1.", positive=True)
     # replay
     replay_fraction: float = opt(0.01, "replay: share of each earlier task's training set kept in the replay buffer.", positive=True)
     replay_min: int = opt(20, "replay: minimum buffer examples per earlier task.", positive=True)

@@ -68,9 +68,10 @@ class Context:
             rec = run_stage(model, self.tokenizer, stage, rows=rows, steps=steps, lr=self.lr, prompt_lr=self.lr, cfg=cfg,
                             stage_dir=stage_dir, evaluate=self.selector(list(select)), log=self.log, resume=cfg.resume,
                             resumable=bool(cfg.save_every))
-            state = {n: t for n, t in full_state(model).items() if n in trained}
-            on_main(write_state, state, stage_dir / FINAL)
-            on_main(write_json, done, rec)
+            if cfg.save_every:  # a run that can be resumed keeps each finished task's weights until it is written
+                state = {n: t for n, t in full_state(model).items() if n in trained}
+                on_main(write_state, state, stage_dir / FINAL)
+                on_main(write_json, done, rec)
             best = rec["best"]
             self.progress(f"[retain] {name}: done in {rec['wall_time_s']:.0f}s, loss {rec['train_loss']:.4f}"
                           + (f", best score {best['score']:.2f} at step {best['step']}" if best else ""))
