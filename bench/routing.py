@@ -18,7 +18,7 @@ adapters and both routers are measured on the same instructions: routing accurac
 its weights favour over the instruction's tokens, ``retain.continual.arrow.arrow_routes``) and routing
 cost in ms per instruction (the switch: its feature-model forward + classifier; Arrow: a prompt forward
 with the router minus the same forward with one adapter, a cost it pays again on every generated token).
-The table is printed and written to bench/results/routing.md.
+The table is printed and written to bench/results/routing.md (``--routers-only``: that table alone).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench._common import RESULTS, ROOT, SHARED, write_result  # noqa: E402
+from bench._common import RESULTS, ROOT, SHARED, machine, write_result  # noqa: E402
 
 TASKS = ["simp", "emdg", "inqqg", "exp", "hgen"]
 
@@ -85,6 +85,11 @@ def arrow_side(reg, prompts: list[str], truth: list[str], *, repeats: int, batch
             "prefill_seconds": times}
 
 
+def machine_line() -> str:
+    m = machine()
+    return f"{m['cpus']} CPUs, {m['torch_threads']} torch threads" + (f", {m['cuda']}" if m["cuda"] else "")
+
+
 def routing_table(switch_acc: float, switch_ms: float, arrow: dict) -> str:
     return "\n".join([
         "| router | routing accuracy (%) | routing cost (ms per instruction) | cost counted as |", "|---|---|---|---|",
@@ -100,6 +105,7 @@ def main() -> None:
     ap.add_argument("--new-tokens", type=int, default=16)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--routers-only", action="store_true", help="only the switch vs Arrow table (no generation timing)")
     args = ap.parse_args()
 
     import torch
@@ -118,6 +124,9 @@ def main() -> None:
         texts += [r["input"] for r in rows]
         truth += [name] * len(rows)
     prompts = reg.prompts(texts, truth)
+    if args.routers_only:
+        routers(reg, texts, truth, prompts, args)
+        return
     gen = dict(is_seq2seq=reg.is_seq2seq, batch_size=args.batch_size, first_line=False)
     force = dict(min_new_tokens=args.new_tokens)
 
@@ -145,11 +154,7 @@ def main() -> None:
     ratio = med["single"] / med["mixed"]
     share = med["route"] / (med["mixed"] + med["route"])
     accuracy = sum(a == b for a, b in zip(routed, truth)) / len(truth)
-    arrow = arrow_side(reg, prompts, truth, repeats=args.repeats, batch_size=args.batch_size)
-    table = routing_table(accuracy, 1000 * med["route"] / len(texts), arrow)
-    (RESULTS / "routing.md").write_text(f"# Routing: switch vs Arrow ({len(texts)} instructions, "
-                                                          f"{len(names_all)} tasks, registry {reg.path})\n\n{table}")
-    write_result("routing", {"arrow": arrow, "table": table,"registry": str(reg.path), "tasks": names_all, "instructions": len(prompts),
+    write_result("routing", {"registry": str(reg.path), "tasks": names_all, "instructions": len(prompts),
                              "new_tokens": args.new_tokens, "seconds": times, "mixed_tokens_per_s": n_tokens / med["mixed"],
                              "single_tokens_per_s": n_tokens / med["single"], "ratio_mixed_to_single": round(ratio, 3),
                              "switch_ms_per_instruction": 1000 * med["route"] / len(texts), "switch_share": round(share, 4),
@@ -158,8 +163,30 @@ def main() -> None:
     print(f"{len(prompts)} instructions x {args.new_tokens} tokens: mixed ({len(names_all)} adapters) {med['mixed']:.1f}s, "
           f"single adapter {med['single']:.1f}s; switch {1000 * med['route'] / len(texts):.0f} ms/instruction "
           f"({share:.1%} of routed generation), routing accuracy {accuracy:.0%}")
-    print(table)
     print(f"routing: mixed/single throughput {ratio:.2f}x; switch share of time {share:.1%}")
+    routers(reg, texts, truth, prompts, args)
+
+
+def routers(reg, texts: list[str], truth: list[str], prompts: list[str], args) -> None:
+    """The switch vs Arrow table: bench/results/routing.md and routing_routers.json."""
+    times = []
+    for _ in range(args.repeats):
+        t = time.perf_counter()
+        routed = reg.route(texts)
+        times.append(time.perf_counter() - t)
+    accuracy = sum(a == b for a, b in zip(routed, truth)) / len(truth)
+    switch_ms = 1000 * statistics.median(times) / len(texts)
+    arrow = arrow_side(reg, prompts, truth, repeats=args.repeats, batch_size=args.batch_size)
+    table = routing_table(accuracy, switch_ms, arrow)
+    steps = reg.info.get("config", {}).get("max_steps")
+    command = "python bench/routing.py " + " ".join(sys.argv[1:])
+    (RESULTS / "routing.md").write_text(
+        f"# Routing: switch vs Arrow\n\n{len(texts)} instructions ({args.per_task} per task, {len(reg.tasks)} tasks), registry "
+        f"{reg.path} (adapters trained {steps} steps per task: Arrow's accuracy depends on what they learnt, its cost "
+        f"does not), `{command}`, {machine_line()}.\n\n{table}")
+    write_result("routing_routers", {"registry": str(reg.path), "instructions": len(texts), "switch": {
+        "accuracy": accuracy, "ms_per_instruction": switch_ms, "seconds": times}, "arrow": arrow, "table": table, "command": command})
+    print(table)
 
 
 if __name__ == "__main__":
