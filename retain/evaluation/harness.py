@@ -36,7 +36,7 @@ from retain.data import render
 from retain.distributed import gather_sharded
 from retain.evaluation import icl, stats
 from retain.evaluation.decoding import DECODING, answer_budget
-from retain.evaluation.metrics import is_classification, normalize, score, source_of
+from retain.evaluation.metrics import SOURCE_METRICS, is_classification, normalize, score, source_of
 from retain.evaluation.suite import Task
 
 
@@ -140,7 +140,7 @@ def evaluate_tuned(model, tokenizer, examples: list[dict], fmt, metric: str, *, 
                                    max_new_tokens=max_new_tokens, progress=progress, desc=desc)
 
     preds = gather_sharded(suffixes, generate) if shard else generate(suffixes)
-    sources = [source_of(e) for e in examples]  # for a metric that reads them (sari)
+    sources = [source_of(e) for e in examples] if metric in SOURCE_METRICS else None  # sari reads each item's source
     return {"score": round(score(metric, preds, refs, sources=sources), 4), "predictions": preds, "references": refs, "n": len(examples),
             "inputs": [e["input"] for e in examples]}
 
