@@ -216,6 +216,22 @@ def test_sari_standard_error_uses_the_sources():
     assert got["se"] == pytest.approx(np.std(items, ddof=1) / np.sqrt(3), rel=1e-6)
 
 
+def test_a_suite_task_scored_with_sari_reads_each_items_source():
+    from retain.evaluation.harness import evaluate_suite
+    from retain.evaluation.suite import Task as SuiteTask
+    from retain.models import load_model
+
+    loaded = load_model("tiny-random-llama")
+    rows = [{"input": f"Item {i}: the big cat sat on the old mat .", "output": "The cat sat .", "source": f"the big cat {i} sat ."}
+            for i in range(14)]
+    task = SuiteTask("simp", rows, template="Simplify: {input}\n", metric="sari", n=4, max_new_tokens=3)
+    res = evaluate_suite(loaded.model, loaded.tokenizer, [task], [0])["tasks"]["simp"]
+    unit = res["units"]["0"][0]
+    assert len(unit["sources"]) == 4 and all(src.startswith("the big cat") for src in unit["sources"])
+    items = per_item("sari", unit["predictions"], unit["references"], sources=unit["sources"])
+    assert res["scores"]["0"] == pytest.approx(sum(items) / 4, abs=1e-4)
+
+
 # ------------------------------------------------------------------- YAML
 def test_yaml_match_key_and_its_errors(tmp_path):
     write_jsonl(tmp_path / "caps.jsonl", [{"input": f"w{i}", "output": f"W{i}"} for i in range(20)])

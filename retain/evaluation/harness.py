@@ -117,8 +117,10 @@ def evaluate_task(model, tokenizer, task: Task, k: int, *, seed: int = 0, max_sh
         else:
             preds = icl.generate_simple(model, tokenizer, [prefix + s for s in suffixes], is_seq2seq=is_seq2seq,
                                         max_new_tokens=mnt, progress=progress, desc=desc)
-    return {"score": round(score(task.metric, preds, refs, options=task.match), 4), "inputs": [x["input"] for x in test],
-            "predictions": preds, "references": refs, "demos": [d["input"] for d in demos]}
+    sources = [source_of(x) for x in test] if task.metric in SOURCE_METRICS else None  # sari reads each item's source
+    return {"score": round(score(task.metric, preds, refs, options=task.match, sources=sources), 4),
+            "inputs": [x["input"] for x in test], "predictions": preds, "references": refs, "demos": [d["input"] for d in demos],
+            **({"sources": sources} if sources else {})}
 
 
 def evaluate_tuned(model, tokenizer, examples: list[dict], fmt, metric: str, *, is_seq2seq: bool, max_new_tokens: int,
@@ -166,7 +168,7 @@ def evaluate_suite(model, tokenizer, tasks: list[Task], shots: list[int], *, see
                 r = evaluate_task(model, tokenizer, task, k, seed=seed + t, max_shots=max(task_shots), is_seq2seq=is_seq2seq,
                                   engine=engine, batch_size=batch_size, progress=progress)
                 units.append({"seed": train_seed, "trial": t, "inputs": r["inputs"], "predictions": r["predictions"],
-                              "references": r["references"], "demos": r["demos"]})
+                              "references": r["references"], "demos": r["demos"], **({"sources": r["sources"]} if "sources" in r else {})})
                 if task.mode == "generate" and space is not None:
                     h, c = format_counts(space, r["predictions"], r["references"])
                     hits, counted = hits + h, counted + c
@@ -175,8 +177,8 @@ def evaluate_suite(model, tokenizer, tasks: list[Task], shots: list[int], *, see
                                                in list(zip(r["inputs"], r["predictions"], r["references"]))[:keep]]
             rec["n"] = len(units[0]["predictions"])
             rec["units"][str(k)] = units
-            rec["scores"][str(k)] = round(sum(score(task.metric, u["predictions"], u["references"], options=task.match)
-                                              for u in units) / len(units), 4)
+            rec["scores"][str(k)] = round(sum(score(task.metric, u["predictions"], u["references"], options=task.match,
+                                                    sources=u.get("sources")) for u in units) / len(units), 4)
             if task.mode == "generate" and space is not None:
                 rec["format_rate"][str(k)] = round(100.0 * hits / counted, 2) if counted else None
                 if str(k) in pooled:
