@@ -42,12 +42,17 @@ def step_timer(model, tokenizer, stage_trains: str, *, lr: float = 2e-5, packing
     """A function timing optimizer steps of the engine's Trainer on a given batch.
 
     Returns ``time_steps(batch_rows, n, warmup) -> seconds per step``: forward,
-    backward and optimizer step exactly as ``retain train`` runs them.
+    backward and optimizer step exactly as ``retain train`` runs them. ``packing``: False (padded), True
+    (packed rows, no soft prompt) or a soft-prompt layout of ``retain.engine.prompt_packing`` ("shared",
+    "copies"; the model must have a prompt).
     """
+    import contextlib
+
     import torch
     from transformers import DataCollatorForSeq2Seq, DataCollatorWithFlattening, Trainer, TrainingArguments
 
     from retain.engine import StageTrainer, virtual_tokens
+    from retain.engine.prompt_packing import LAYOUTS, PromptPackingCollator, packed_prompts
     from retain.methods import Stage, param_groups, prepare
 
     stage = Stage("bench", stage_trains)
@@ -57,8 +62,10 @@ def step_timer(model, tokenizer, stage_trains: str, *, lr: float = 2e-5, packing
     opt_cls, kw = Trainer.get_optimizer_cls_and_kwargs(args, model)
     kw.pop("lr", None)
     optimizer = opt_cls(param_groups(model, lr, 3e-2), lr=lr, **kw)
-    trainer = StageTrainer(model=model, args=args, selective_loss=True, virtual_tokens=virtual_tokens(model))
-    collate = (DataCollatorWithFlattening(return_position_ids=True, separator_id=-100) if packing
+    in_row = packing in LAYOUTS
+    trainer = StageTrainer(model=model, args=args, selective_loss=True, virtual_tokens=0 if in_row else virtual_tokens(model))
+    collate = (PromptPackingCollator(virtual_tokens(model), packing) if in_row
+               else DataCollatorWithFlattening(return_position_ids=True, separator_id=-100) if packing
                else DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100))
     device = next(model.parameters()).device
 
@@ -71,8 +78,9 @@ def step_timer(model, tokenizer, stage_trains: str, *, lr: float = 2e-5, packing
                 if device.type == "cuda":
                     torch.cuda.synchronize()
                 t = time.perf_counter()
-            loss = trainer.compute_loss(model, dict(batch))
-            loss.backward()
+            with packed_prompts(model) if in_row else contextlib.nullcontext():
+                loss = trainer.compute_loss(model, dict(batch))
+                loss.backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
         if device.type == "cuda":

@@ -12,7 +12,7 @@ import importlib
 import os
 import sys
 
-COMMANDS = ("train", "generate", "eval", "compare", "continual", "demo")
+COMMANDS = ("train", "generate", "eval", "compare", "continual", "demo", "analyze")
 
 
 class Parser(argparse.ArgumentParser):

@@ -108,12 +108,13 @@ class TrainConfig(EngineOptions):
     template: str = opt("{input}", "Input template; {input} and any other field of the example, e.g. 'Review: {input}\\nSentiment:'. The output follows after a space.")
     one_shot: bool = opt(False, "Put one natural-language training example (seeded pick) after the soft prompt, in training and when evaluating the tuned task (ProMoT + 1-shot, FT + 1-shot).")
     # steps and learning rates
-    max_steps: int = opt(150, "Optimizer steps for single-stage methods (full, prompt, lora, joint). Paper: 1000 (FT), 5000 (prompt tuning).", positive=True)
-    stage1_steps: int = opt(150, "promot stage 1 (prompt tuning) steps. Paper: 5000.", positive=True)
-    stage2_steps: int = opt(150, "promot stage 2 (model tuning under the frozen prompt) steps. Paper: 1000.", positive=True)
-    lr: float | None = opt(None, "Learning rate of single-stage methods; default: 2e-5 (full, joint's model weights), 3e-2 (prompt), 2e-4 (lora).", positive=True)
+    max_steps: int = opt(150, "Optimizer steps for single-stage methods (full, prompt, lora, joint, ft-random-prompt). Paper: 1000 (FT), 5000 (prompt tuning).", positive=True)
+    stage1_steps: int = opt(150, "promot stage 1 (prompt tuning; promot-lora: LoRA tuning) steps. Paper: 5000.", positive=True)
+    stage2_steps: int = opt(150, "promot stage 2 (model tuning under the frozen prompt or LoRA) steps. Paper: 1000.", positive=True)
+    lr: float | None = opt(None, "Learning rate of single-stage methods; default: 2e-5 (full, joint's model weights, ft-random-prompt), 3e-2 (prompt), 2e-4 (lora).", positive=True)
     stage1_lr: float = opt(3e-2, "Soft-prompt learning rate (promot stage 1, joint's prompt). Paper: 0.2 with Adafactor.", positive=True)
-    stage2_lr: float = opt(2e-5, "Model learning rate in promot stage 2. Paper: 1e-3 with Adafactor at 13B scale.", positive=True)
+    stage2_lr: float = opt(2e-5, "Model learning rate in promot (and promot-lora) stage 2. Paper: 1e-3 with Adafactor at 13B scale.", positive=True)
+    stage1_lora_lr: float = opt(2e-4, "LoRA learning rate in promot-lora stage 1 (the LoRA trains, the model is frozen).", positive=True)
     # soft prompt
     prompt_length: int = opt(20, "Soft prompt length in virtual tokens. Paper: 100 (T5), 50 (PaLM-8B).", positive=True)
     prompt_init: str = opt("text", "Soft prompt initialisation: text (embeddings of --prompt-init-text, repeated), vocab (embeddings of sampled vocabulary tokens), random (uniform [0, 0.5), as the paper's code base).", choices=PROMPT_INITS)
@@ -123,6 +124,7 @@ class TrainConfig(EngineOptions):
     eval_samples: int = opt(200, "Validation examples used for checkpoint selection (the first N).", positive=True)
     metric: str = opt("auto", "Tuned-task metric: accuracy, exact_match, bleu, chrf, rouge1, rouge2, rougeL, sari (against each example's 'source' field, else its input); auto: accuracy when the training outputs take at most 20 distinct values, exact_match when they average at most 3 words, else chrf (the same rule as a suite task's auto).")
     max_new_tokens: int | None = opt(None, "Generation length for evaluation; default: longest training output in tokens + 4.")
+    num_beams: int = opt(1, "Beams when generating for checkpoint selection: 1 = greedy; the paper used 4.", positive=True)
     resume: bool = opt(False, "Continue an interrupted run from its last checkpoint.")
 
 

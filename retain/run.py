@@ -4,7 +4,8 @@ Layout of ``--output DIR``::
 
     model/          full weights (safetensors) + tokenizer, when the method changes them
     prompt/         PEFT prompt-tuning adapter   (PeftModel.from_pretrained(model, DIR/prompt))
-    lora/           PEFT LoRA adapter (no copy of the base)
+    lora/           PEFT LoRA adapter (no copy of the base); with model/ (promot-lora) it is, like a
+                    prompt, used for the tuned task only (run.json "removable")
     run.json        method, full config, stages, every evaluation, versions, wall time
     train_log.jsonl losses and evaluations as they happened
     manifest.json   sha256 of every file above; checked by load_run
@@ -27,7 +28,7 @@ from retain.errors import RetainError
 # --------------------------------------------------------------------- load
 @dataclass
 class Run:
-    """A trained run: the tuned model with and without its soft prompt."""
+    """A trained run: the tuned model with and without its removable part (a soft prompt; promot-lora's LoRA)."""
 
     path: Path
     info: dict
@@ -35,7 +36,7 @@ class Run:
     tokenizer: object
     format: TaskFormat
     is_seq2seq: bool
-    prompted: object | None = None  # tuned model with the soft prompt attached
+    prompted: object | None = None  # tuned model with its removable part attached (the soft prompt or promot-lora's LoRA)
     extras: dict = field(default_factory=dict)
 
     @property
@@ -93,10 +94,15 @@ def load_run(path, *, verify: bool = True) -> Run:
                 f"but that spec now loads weights {loaded.fingerprint[:12]}; the run does not match this base model"
             )
     model = loaded.model
+    prompted = None
     if (path / "lora").is_dir():
         model = PeftModel.from_pretrained(model, str(path / "lora"))
+        if "lora" in info.get("removable", ()):  # promot-lora: the LoRA for the tuned task, the weights alone for others
+            from retain.methods.lora import without_adapters
+
+            model, prompted = without_adapters(model), model
+            prompted.eval()
     model.eval()
-    prompted = None
     if (path / "prompt").is_dir():
         prompted = PeftModel.from_pretrained(model, str(path / "prompt"))
         prompted.eval()

@@ -14,7 +14,7 @@ PKG = ROOT / "retain"
 
 # Every top-level module/subpackage of retain, by layer. Components never import workflows.
 FOUNDATION = {"errors", "versions", "distributed", "artifacts", "tokens", "models", "data", "config"}
-COMPONENTS = {"methods", "engine", "evaluation", "run", "continual"}
+COMPONENTS = {"methods", "engine", "evaluation", "run", "continual", "analysis"}
 WORKFLOWS = {"workflows", "commands", "cli", "__main__", ""}  # "": retain/__init__.py, the public facade
 
 

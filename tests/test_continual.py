@@ -18,8 +18,10 @@ TASKS = {  # distinct instructions, so the switch can tell them apart
     "up": ("Shout this word loudly: {w} !!", lambda w: w.upper()),
     "dbl": ("copy twice ## {w} ##", lambda w: w + w),
 }
+# the switch also learns its general class (40 instructions of the built-in pool): the tiny model's hidden states are
+# small (about 0.01), hence a switch learning rate of 1e-2; the general suite: 2 items per built-in task
 FAST = ("--max-steps", 3, "--batch-size", 4, "--lr", "1e-2", "--eval-samples", 4, "--max-new-tokens", 6, "--retain-min", 8,
-        "--switch-epochs", 30)
+        "--switch-epochs", 30, "--switch-lr", "1e-2", "--general-size", 40, "--general-examples", 2)
 
 
 def make_task(root, name, seed=0):
@@ -70,7 +72,7 @@ def test_registry_layout_and_round_trip(registry, data):
     assert info["base"]["spec"] == "tiny-random-llama" and len(info["base"]["fingerprint"]) == 64
     assert [t["name"] for t in info["tasks"]] == ["rev", "up"]
     stored = [json.loads(l) for l in (registry / "switch" / "instructions.jsonl").read_text().splitlines()]
-    assert {r["task"] for r in stored} == {"rev", "up"} and len(stored) == 16  # retain-min 8 per task, nothing else
+    assert {r["task"] for r in stored} == {"rev", "up", None} and len(stored) == 16 + 40  # retain-min 8 per task + general
 
     reg = load_registry(registry)
     params = dict(reg.model.named_parameters())
@@ -84,7 +86,7 @@ def test_registry_layout_and_round_trip(registry, data):
     assert reg.route(texts) == truth
     res = json.loads((registry / "results.json").read_text())
     assert res["stages"] == ["rev", "up"] and len(res["R"]) == 2 and res["R"][0][1] is None
-    assert res["routing"][-1]["accuracy"] == 100.0 and res["routing"][-1]["confusion"] == [[4, 0], [0, 4]]
+    assert res["routing"][-1]["accuracy"] == 100.0 and res["routing"][-1]["confusion"][:2] == [[4, 0, 0], [0, 4, 0]]
     assert res["summary"]["bwt"] is not None and res["summary"]["final_average"] is not None
 
 
@@ -183,7 +185,7 @@ def test_baselines(method, data, tmp_path):
 
     out = tmp_path / method
     cfg = ContinualConfig(model="tiny-random-llama", method=method, output=str(out), max_steps=1, batch_size=4, eval_samples=2,
-                          max_new_tokens=3, replay_min=2)
+                          max_new_tokens=3, replay_min=2, general_examples=2)
     run_continual(cfg, [str(data["rev"]), str(data["up"])], progress=lambda m: None)
     res = json.loads((out / "results.json").read_text())
     assert {p.name for p in out.iterdir()} >= {"results.json", "results.md", "R.png", "average.png", "manifest.json"}

@@ -288,3 +288,40 @@ def test_compare_directories_written_before_new_options_still_resume():
     assert _first_difference(_comparable(older), _comparable(now)) is None
     changed = {**now, "train_options": {**now["train_options"], "dtype": "bfloat16", "eval_batch_size": 64}}
     assert _first_difference(_comparable(older), _comparable(changed)) == ("train_options.dtype", "float32", "bfloat16")
+
+
+def test_compare_defaults_to_1_and_4_shots_with_beams_and_lines(tmp_path, task):
+    """compare: 1- and 4-shot by default (a table and plots for each), --num-beams recorded and used for checkpoint
+    selection, lines from the same full run as wise-ft."""
+    train, val = task
+    out = tmp_path / "cmp"
+    suite = tmp_path / "suite"
+    suite.mkdir()
+    write_jsonl(suite / "copy.jsonl", [{"input": f"w{i}", "output": f"w{i}"} for i in range(12)])
+    cli("compare", "--model", "tiny-random-llama", "--train", train, "--validation", val, "--suite", suite, "--examples", "3",
+        "--max-steps", "2", "--batch-size", "4", "--eval-every", "1", "--save-every", "0", "--tuned-examples", "4",
+        "--num-beams", "2", "--methods", "base,full,wise-ft,lines", "--wise-alphas", "0.5", "--lines-alphas", "0.5",
+        "--output", out)
+    res = json.loads((out / "results.json").read_text())
+    assert res["shots"] == [1, 4] and list(res["methods"]) == ["base", "full", "wise-ft-0.5", "lines-0.5-0.5"]
+    assert res["decoding"]["num_beams"] == 2 and res["methods"]["lines-0.5-0.5"]["decoding"]["num_beams"] == 2
+    assert json.loads((out / "compare.json").read_text())["decoding"]["num_beams"] == 2
+    assert json.loads((out / "runs" / "full" / "run.json").read_text())["config"]["num_beams"] == 2
+    assert all(set(m["norm_avg"]) == {"1", "4"} for m in res["methods"].values())
+    md = (out / "results.md").read_text()
+    assert "## 1-shot" in md and "## 4-shot" in md and "beam search (2 beams)" in md
+    assert all((out / f).stat().st_size > 1000 for f in ("tradeoff.png", "tasks.png", "tradeoff-1shot.png", "tasks-1shot.png"))
+    assert not (out / "runs" / "lines-0.5-0.5").exists()  # post-hoc: no run of its own
+
+
+def test_demo_reports_1_and_4_shots(tmp_path):
+    """retain demo's code path on a tiny model: both shot counts in the results and in what it prints."""
+    from retain.workflows.demo import demo
+    from retain.workflows.options import DemoOptions
+
+    lines = []
+    res = demo(DemoOptions(model="tiny-random-llama", output=str(tmp_path / "demo"), methods="base,full", steps=1, examples=2),
+               log=lines.append)
+    assert res["shots"] == [1, 4] and set(res["methods"]["full"]["norm_avg"]) == {"1", "4"}
+    text = "\n".join(lines)
+    assert "1-shot" in text and "4-shot" in text and text.count("| **Norm. Avg.**") >= 2

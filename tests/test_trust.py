@@ -13,7 +13,7 @@ from retain.evaluation import icl
 from retain.evaluation.decoding import DECODING, generate_simple, generate_texts, padding_is_exact
 from retain.models import load_model
 from retain.tokens import prompt_ids, special_affixes
-from tests.conftest import cli
+from tests.conftest import cli, write_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
 BOS = {"tiny-random-llama": True, "tiny-random-qwen": False, "tiny-random-gpt2": False}
@@ -101,7 +101,7 @@ def test_one_decoder_ignores_the_models_generation_config():
 
 
 def test_wise_ft_moves_tied_embeddings_once():
-    from retain.workflows.compare import interpolate
+    from retain.methods.posthoc import interpolate
 
     base = load_model("tiny-random-qwen").model
     tuned = load_model("tiny-random-qwen").model
@@ -182,7 +182,7 @@ def test_lm_eval_export_adds_the_same_special_tokens(spec):
 def test_rows_of_different_lengths_are_padded_between_cache_and_query(spec):
     """Batches mix lengths (padding after the cached prefix, masked, positions skipping it) where the model's
     check says that is exact; the answers equal the equal-length-only path and one-at-a-time generate."""
-    from retain.evaluation import decoding
+    from retain.evaluation import decoding, prefix
 
     m = load_model(spec)
     prompts = [f"Say it: {w}" for w in ("a", "stone", "a much longer sentence", "cloud", "xy", "the tiger sleeps")]
@@ -192,12 +192,124 @@ def test_rows_of_different_lengths_are_padded_between_cache_and_query(spec):
     try:
         padded = generate_texts(m.model, m.tokenizer, prompts, is_seq2seq=False, max_new_tokens=6, first_line=False)
         n_padded = len(calls)
-        decoding._PADDING_OK[m.model] = False  # as for a model whose check fails: equal lengths only
+        prefix._PADDING_OK[m.model] = False  # as for a model whose check fails: equal lengths only
         calls.clear()
         equal = generate_texts(m.model, m.tokenizer, prompts, is_seq2seq=False, max_new_tokens=6, first_line=False)
         n_equal = len(calls)
     finally:
         hook.remove()
-        decoding._PADDING_OK.pop(m.model, None)
+        prefix._PADDING_OK.pop(m.model, None)
     assert padded == equal == generate_simple(m.model, m.tokenizer, prompts, max_new_tokens=6, first_line=False)
     assert len(set(padded)) > 1 and n_padded < n_equal  # one batch instead of one per length
+
+
+@pytest.mark.parametrize("spec,seq2seq", [("tiny-random-llama", False), ("tiny-random-t5", True)])
+def test_beam_search_is_transformers_own_and_greedy_is_unchanged(spec, seq2seq):
+    """--num-beams N: every engine's answers are exactly transformers' generate(num_beams=N), first line; the default
+    stays greedy, token for token what generate(num_beams=1) gives."""
+    from retain.evaluation.decoding import current, using
+
+    m = load_model(spec)
+    prompts = [f"Word: {w}\nUpper:" for w in ("stone", "cloud", "tiger", "river", "apple", "house")]
+
+    def transformers_own(num_beams: int) -> list[str]:
+        out = []
+        for p in prompts:
+            ids = torch.tensor([prompt_ids(m.tokenizer, p, is_seq2seq=seq2seq)])
+            seq = m.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=8, do_sample=False,
+                                   num_beams=num_beams, pad_token_id=m.tokenizer.pad_token_id,
+                                   eos_token_id=m.tokenizer.eos_token_id)
+            new = seq[0, 1:] if seq2seq else seq[0, ids.shape[1]:]
+            out.append(m.tokenizer.decode(new, skip_special_tokens=True).strip().split("\n")[0].strip())
+        return out
+
+    def ours() -> tuple[list[str], list[str]]:
+        kw = dict(is_seq2seq=seq2seq, max_new_tokens=8)
+        return generate_texts(m.model, m.tokenizer, prompts, **kw), generate_simple(m.model, m.tokenizer, prompts, **kw)
+
+    greedy = ours()
+    assert current() is DECODING and greedy[0] == greedy[1] == transformers_own(1)
+    with using(4) as dec:
+        beams = ours()
+        assert dec.record()["num_beams"] == 4 and dec.record()["strategy"] == "beam search"
+    assert beams[0] == beams[1] == transformers_own(4)
+    assert beams[0] != greedy[0], "beam search and greedy agree here: the test would prove nothing"
+    assert current() is DECODING and ours() == greedy  # the setting ends with its block
+
+
+def test_beam_search_with_a_soft_prompt_and_checkpoint_selection(tmp_path, task):
+    """A soft-prompt run decodes with beams (the prompt kept: PEFT's generate, no cache) and train's checkpoint
+    selection uses --num-beams (recorded in run.json's config)."""
+    from peft import PeftModel
+
+    from retain.evaluation.decoding import using
+    from retain.run import load_run
+
+    train, val = task
+    out = tmp_path / "p"
+    cli("train", "--model", "tiny-random-llama", "--method", "prompt", "--train", train, "--validation", val, "--output", out,
+        "--max-steps", "2", "--eval-every", "1", "--batch-size", "4", "--prompt-length", "4", "--lr", "0.3", "--num-beams", "3")
+    info = json.loads((out / "run.json").read_text())
+    assert info["config"]["num_beams"] == 3 and info["stages"][0]["evaluations"]
+    run = load_run(out)
+    with torch.no_grad():  # a prompt that matters
+        run.prompted.prompt_encoder[run.prompted.active_adapter].embedding.weight.normal_(0, 2.0)
+    texts = ["Review: the film was bad\nSentiment:", "Review: the film was nice\nSentiment:"]
+    with using(3):
+        got = run.generate(texts, raw=True, max_new_tokens=6, first_line=False)
+    assert isinstance(run.prompted, PeftModel)
+    want = []
+    for t in texts:
+        ids = torch.tensor([prompt_ids(run.tokenizer, t)])
+        seq = run.prompted.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=6, do_sample=False,
+                                    num_beams=3, use_cache=False, pad_token_id=run.tokenizer.pad_token_id,
+                                    eos_token_id=run.tokenizer.eos_token_id)
+        want.append(run.tokenizer.decode(seq[0, ids.shape[1]:], skip_special_tokens=True).strip())
+    assert got == want
+    # retain eval --num-beams: the suite's generation tasks and the tuned task decode with beams, recorded
+    suite = tmp_path / "suite"
+    suite.mkdir()
+    write_jsonl(suite / "copy.jsonl", [{"input": f"w{i}", "output": f"w{i}"} for i in range(12)])
+    res = tmp_path / "eval.json"
+    cli("eval", "--run", out, "--suite", suite, "--shots", "1", "--examples", "3", "--num-beams", "3", "--output", res)
+    res = json.loads(res.read_text())
+    assert res["decoding"]["num_beams"] == 3 and res["tuned"]["n"] == 6
+    with using(3):  # the run as saved (the prompt above was changed in memory only)
+        assert res["tuned"]["units"][0]["predictions"] == load_run(out).generate([json.loads(r)["input"] for r in open(val)])
+
+
+@pytest.mark.parametrize("spec", ["tiny-random-llama", "tiny-random-t5"])
+def test_lines_scales_each_layers_update_by_depth(spec):
+    """LiNeS: alpha=1, beta=0 is the fine-tuned model and alpha=beta=0 the base, bit for bit; otherwise the update of
+    layer l of L is scaled by alpha + beta (l-1)/(L-1), the embeddings by alpha and the final norm by alpha + beta."""
+    from retain.methods.posthoc import layer_depths, layer_scaled
+
+    base, tuned = load_model(spec).model, load_model(spec).model
+    with torch.no_grad():
+        for p in tuned.parameters():
+            p.add_(torch.randn_like(p))
+    b, t = base.state_dict(), tuned.state_dict()
+    floats = [n for n in b if b[n].dtype.is_floating_point and not torch.equal(b[n], t[n])]
+    assert all(torch.equal(layer_scaled(base, tuned, 1.0, 0.0).state_dict()[n], t[n]) for n in floats)
+    assert all(torch.equal(layer_scaled(base, tuned, 0.0, 0.0).state_dict()[n], b[n]) for n in floats)
+    got = layer_scaled(base, tuned, 0.2, 0.6).state_dict()
+    blocks = sorted({(n.split(".")[0], int(n.split(".")[2])) for n in floats if n.split(".")[2:3] and n.split(".")[2].isdigit()})
+    depth = layer_depths(base)
+    if spec == "tiny-random-llama":  # model.layers.N: L blocks
+        L = 1 + max(int(n.split(".")[2]) for n in floats if n.startswith("model.layers."))
+        want = {n: 0.2 + 0.6 * int(n.split(".")[2]) / (L - 1) for n in floats if n.startswith("model.layers.")}
+        want.update({"model.embed_tokens.weight": 0.2, "model.norm.weight": 0.8})
+    else:  # encoder.block.N then decoder.block.N: one depth over both stacks
+        le = 1 + max(int(n.split(".")[2]) for n in floats if n.startswith("encoder.block."))
+        ld = 1 + max(int(n.split(".")[2]) for n in floats if n.startswith("decoder.block."))
+        L = le + ld
+        want = {n: 0.2 + 0.6 * (int(n.split(".")[2]) + (le if n.startswith("decoder") else 0)) / (L - 1)
+                for n in floats if n.split(".")[1] == "block"}
+        want.update({"shared.weight": 0.2, "decoder.final_layer_norm.weight": 0.8,
+                     "encoder.final_layer_norm.weight": 0.2 + 0.6 * (le - 1) / (L - 1)})
+    assert L >= 2 and blocks and len(want) > 6
+    for n, scale in want.items():
+        assert depth[n] == pytest.approx((scale - 0.2) / 0.6)
+        assert torch.allclose(got[n], b[n] + scale * (t[n] - b[n]), atol=1e-6), n
+    first, deepest = (n for n in (min(want, key=want.get), max(want, key=want.get)))
+    assert want[first] == pytest.approx(0.2) and want[deepest] == pytest.approx(0.8)

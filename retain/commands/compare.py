@@ -3,7 +3,8 @@
 Every training option of ``retain train`` applies to every method (one budget):
 ``--max-steps`` for single-stage methods, ``--stage1-steps``/``--stage2-steps``
 for promot. Results: DIR/results.md (rows = tasks, columns = methods),
-results.json, tradeoff.png, tasks.png. Rerun the same command to resume.
+results.json, tradeoff.png, tasks.png (with --sweep: every method at every value, and each method's
+frontier in frontier.md, frontier.png). Rerun the same command to resume.
 """
 
 from __future__ import annotations
@@ -18,13 +19,14 @@ EPILOG = """example:
       --methods base,prompt,full,lora,promot,promot-1shot,wise-ft --output runs/compare
 
 methods: base (untrained), every method of 'retain train --method', NAME-1shot (with --one-shot),
-wise-ft ((1-a) base + a full, at --wise-alphas; post-hoc, no training)."""
+wise-ft ((1-a) base + a full, at --wise-alphas) and lines (full's update scaled by layer depth, at --lines-alphas
+and --lines-beta): post-hoc, no training. Every suite task at 1 and 4 shots unless --shots says otherwise."""
 
 
 def add_parser(sub) -> None:
     p = add_command(sub, "compare", CompareOptions, run, description=__doc__, epilog=EPILOG, config_file=True,
                     help="Train several methods with one budget and compare them on the tuned task and a suite.")
-    add_arguments(p, TrainConfig, skip=("method", "one_shot", "resume", "seed"), required=("train", "validation", "output"))
+    add_arguments(p, TrainConfig, skip=("method", "one_shot", "resume", "seed", "num_beams"), required=("train", "validation", "output"))
 
 
 def run(args) -> None:
@@ -39,6 +41,7 @@ def run(args) -> None:
     opts = build(CompareOptions, args)
     parse_methods(opts.methods)
     parse_alphas(opts.wise_alphas)
+    parse_alphas(opts.lines_alphas, "--lines-alphas")
     shots = opts.shot_counts()
     file_values = read_config_file(args.config) if args.config else None
     cfg = build(TrainConfig, args, file_values, source=f"--config {args.config}", seed=opts.seed)

@@ -12,6 +12,7 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> None:
+    import json
     import sys
 
     from retain.config import build
@@ -26,13 +27,17 @@ def run(args) -> None:
 
         names, outs = load_registry(o.registry, base=o.base).generate(texts, max_new_tokens=o.max_new_tokens,
                                                                       first_line=not o.full)
-        for name, out in zip(names, outs):
-            print(f"{name}\t{out}" if o.show_task else out)
+        for text, name, out in zip(texts, names, outs):
+            if o.json:
+                print(json.dumps({"input": text, "output": out, "adapter": name}, ensure_ascii=False))
+            else:
+                print(f"{'base' if name is None else name}\t{out}" if o.show_task else out)
         return
     if o.base or o.show_task:
         raise RetainError("--base and --show-task apply to --registry only")
     from retain.run import load_run
 
-    for out in load_run(o.run).generate(texts, use_prompt=not o.no_prompt, raw=o.raw, max_new_tokens=o.max_new_tokens,
-                                        first_line=not o.full):
-        print(out)
+    outs = load_run(o.run).generate(texts, use_prompt=not o.no_prompt, raw=o.raw, max_new_tokens=o.max_new_tokens,
+                                    first_line=not o.full)
+    for text, out in zip(texts, outs):
+        print(json.dumps({"input": text, "output": out}, ensure_ascii=False) if o.json else out)

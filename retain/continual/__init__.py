@@ -11,7 +11,8 @@
 | context.py    | what a method is given: ``Context``, ``Previous``, generation length |
 | baselines.py  | sequential, sequential-lora, replay, multitask (``run_baseline``)  |
 | switchcit.py  | SwitchCIT: a new adapter per task, the switch retrained after each |
-| measure.py    | R[i][j], average, BWT, forgetting, routing accuracy                |
+| measure.py    | R[i][j], Last, Avg, BWT, FWT, forgetting, routing accuracy         |
+| general.py    | the switch's general class (pool), general-suite scoring, delta    |
 | report.py     | results.json, results.md, heatmap and line plot                    |
 
 Every method trains through ``retain.engine.run_stage``; the flow around them (checks, staging,

@@ -81,7 +81,7 @@ def run_arrow(ctx, tasks: list[Task], max_new: dict, previous=None) -> dict:
         seen = tasks[: i + 1]
         arrow = arrow_model(copy.deepcopy(pristine), [ctx.staging / "adapters" / t.name for t in seen],
                             top_k=cfg.arrow_top_k, temperature=cfg.arrow_temperature, seed=cfg.seed)
-        scores = evaluate_plain(arrow, ctx.tokenizer, seen, is_seq2seq=ctx.is_seq2seq, n=cfg.eval_samples, max_new=max_new,
+        scores = evaluate_plain(arrow, ctx.tokenizer, tasks[: i + 2], is_seq2seq=ctx.is_seq2seq, n=cfg.eval_samples, max_new=max_new,
                                 batch_size=cfg.eval_batch_size)
         prompts, truth = [], []
         for t in seen:
@@ -94,5 +94,6 @@ def run_arrow(ctx, tasks: list[Task], max_new: dict, previous=None) -> dict:
         for key, value in (("stages", task.name), ("evals", scores), ("routing", route)):
             out[key].append(value)
         ctx.after(task, scores, prefix=f"Arrow routing {route['accuracy']:.1f}%, ")
+        ctx.measure_general(task.name, arrow)  # the deployed system: Arrow routes every token among the adapters
         del arrow
     return out

@@ -24,6 +24,7 @@ def run_baseline(ctx: Context, tasks: list[Task], max_new: dict, previous: Previ
 
     if method.joint:
         ctx.train(model, "all", method.trains, [r for t in tasks for r in ctx.rows(t)], cfg.max_steps * len(tasks), select=tasks)
+        ctx.measure_general("all", model)
         return {"stages": ["all"], "evals": [evaluate(tasks)]}
     rng = random.Random(cfg.seed)
     buffer: list[dict] = []
@@ -41,8 +42,9 @@ def run_baseline(ctx: Context, tasks: list[Task], max_new: dict, previous: Previ
             k = min(len(task.train), max(round(cfg.replay_fraction * len(task.train)), cfg.replay_min))
             buffer += ctx.rows(task, rng.sample(task.train, k))
         stages.append(task.name)
-        evals.append(evaluate(tasks[: i + 1]))
+        evals.append(evaluate(tasks[: i + 2]))  # and the next task, not learnt yet (FWT)
         ctx.after(task, evals[-1])
+        ctx.measure_general(task.name, model)
     return {"stages": stages, "evals": evals}
 
 

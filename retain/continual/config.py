@@ -59,3 +59,15 @@ class ContinualConfig(EngineOptions):
     select_samples: int = opt(50, "Validation items that choose the best weights (--eval-every): the rows after the first --eval-samples (which measure R), or the first ones when the file has no more.", positive=True)
     save_every: int = opt(0, "Write a resumable checkpoint every N steps within a task (0: none); an interrupted run is then kept for --resume.", nonneg=True)  # engine default: 50
     resume: bool = opt(False, "Continue an interrupted run (the same command) from its hidden staging folder: finished tasks are reloaded, the interrupted one continues from its last checkpoint (--save-every).")
+    # general ability (retain.continual.general)
+    general_data: str = opt("builtin", "switchcit: the switch's general class, whose inputs go to the base model with no adapter, learnt "
+                                       "from 'builtin' (the built-in suite's prompts and the project's generic instructions), a JSONL "
+                                       "file (string field 'input' per line) or 'none' (no general class, as in the paper). Extending a "
+                                       "registry keeps its own.", metavar="FILE")
+    general_size: int = opt(100, "switchcit: general instructions stored for the general class (up to as many others are held out "
+                                 "to measure how general inputs are routed).", positive=True)
+    general_suite: str = opt("builtin", "Suite the deployed system is scored on after every stage (the base model before the first), "
+                                        "as 'retain eval --suite' takes it: 'builtin', a folder of task .jsonl files or a suite .yaml; "
+                                        "'none' skips it.")
+    general_examples: int = opt(20, "Test items per general-suite task.", positive=True)
+    general_shots: int = opt(4, "Demonstrations per general-suite prompt (a YAML task's own 'shots' wins).", nonneg=True)

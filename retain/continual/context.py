@@ -47,6 +47,39 @@ class Context:
         limit = getattr(loaded.model.config, "max_position_embeddings", None) or getattr(loaded.model.config, "n_positions", None)
         self.max_length = min(cfg.max_length, limit) if limit else cfg.max_length
         self.records: list[dict] = []
+        self.base_scores: dict = {}  # the base model on each new task (FWT's b_j)
+        self.general: dict = {"suite": cfg.general_suite, "base": None, "stages": [], "evals": []}
+        self.general_tasks: list | None = None
+
+    def start(self, tasks: list[Task], max_new: dict) -> None:
+        """Before the first stage: the base model on the new tasks and on the general suite."""
+        from retain.continual.general import load_general_suite, score_suite
+        from retain.continual.measure import evaluate_plain
+
+        cfg, model = self.cfg, self.loaded.model
+        self.base_scores = evaluate_plain(model, self.tokenizer, tasks, is_seq2seq=self.is_seq2seq, n=cfg.eval_samples,
+                                          max_new=max_new, batch_size=cfg.eval_batch_size)
+        self.progress("[retain] base model: " + ", ".join(f"{n} {e['score']:.1f}" for n, e in self.base_scores.items()))
+        self.general_tasks = load_general_suite(cfg)
+        if self.general_tasks:
+            self.general["base"] = score_suite(model, self.tokenizer, self.general_tasks, cfg, is_seq2seq=self.is_seq2seq)
+            na = self.general["base"]["norm_avg_summary"].get(str(cfg.general_shots)) or {}
+            self.progress(f"[retain] base model, general suite {cfg.general_suite}: Norm. Avg. {_f(na.get('score'))} ± {_f(na.get('se'))}")
+
+    def measure_general(self, stage: str, model, router=None) -> None:
+        """After a stage: the deployed system (``router``: a switch with its adapters) on the general suite."""
+        from retain.continual.general import score_suite, stage_record
+
+        if not self.general_tasks:
+            return
+        res = score_suite(model, self.tokenizer, self.general_tasks, self.cfg, is_seq2seq=self.is_seq2seq, router=router)
+        rec = stage_record(stage, self.general["base"], res)
+        self.general["stages"].append(rec)
+        self.general["evals"].append(res)
+        d = rec["delta"] or {}
+        ci = d.get("ci") or [None, None]
+        self.progress(f"[retain] general ability after {stage}: Norm. Avg. {_f(rec['norm_avg'])}, change from the base "
+                      f"{_f(d.get('diff'), '+.2f')} [{_f(ci[0], '+.2f')}, {_f(ci[1], '+.2f')}]")
 
     def rows(self, task: Task, examples: list[dict] | None = None) -> list[dict]:
         fmt = TaskFormat(task.template, None, self.is_seq2seq)
@@ -104,6 +137,10 @@ def selection_rows(task: Task, cfg) -> list[dict]:
     up to ``select_samples``; the first ``select_samples`` when the file has no rows beyond them."""
     rows = task.validation[cfg.eval_samples: cfg.eval_samples + cfg.select_samples]
     return rows or task.validation[: cfg.select_samples]
+
+
+def _f(x, spec: str = ".2f") -> str:
+    return "–" if x is None else format(x, spec)
 
 
 def max_new_tokens(task: Task, tokenizer, cap: int) -> int:

@@ -2,7 +2,8 @@
 
 Rows are decoded by the one decoder (``retain.evaluation.decoding``): grouped by
 adapter and token length, each group runs with its own PEFT adapter passed per
-row (``adapter_names``; ``"__base__"`` for no adapter), so a mix of tasks costs
+row (``adapter_names``; ``"__base__"`` or ``None`` for no adapter: the base model,
+where the switch sends a general input), so a mix of tasks costs
 one call, with the shared prefix cached once per adapter.
 """
 
@@ -15,8 +16,9 @@ from retain.evaluation.decoding import generate_texts
 BASE = "__base__"
 
 
-def generate_routed(model, tokenizer, prompts: Sequence[str], adapter_names: Sequence[str], **kwargs) -> list[str]:
-    """Continuation of ``prompts[i]`` with adapter ``adapter_names[i]``, in order (see ``generate_texts``)."""
+def generate_routed(model, tokenizer, prompts: Sequence[str], adapter_names: Sequence[str | None], **kwargs) -> list[str]:
+    """Continuation of ``prompts[i]`` with adapter ``adapter_names[i]`` (None: no adapter), in order (see ``generate_texts``)."""
     if len(prompts) != len(adapter_names):
         raise ValueError("one adapter name per prompt")
-    return generate_texts(model, tokenizer, prompts, adapter_names=adapter_names, **kwargs)
+    names = [BASE if a is None else a for a in adapter_names]
+    return generate_texts(model, tokenizer, prompts, adapter_names=names, **kwargs)

@@ -33,9 +33,10 @@ def run_osf(ctx, tasks: list[Task], max_new: dict, previous=None) -> dict:
         ctx.log({"event": "osf", "task": task.name, "frozen_share": round(share, 4)})
         ctx.train(wrapped, task.name, "lora", ctx.rows(task), cfg.max_steps, select=[task])  # PEFT marks what trains
         model = wrapped.merge_and_unload()
-        scores = evaluate_plain(model, ctx.tokenizer, tasks[: i + 1], is_seq2seq=ctx.is_seq2seq, n=cfg.eval_samples,
+        scores = evaluate_plain(model, ctx.tokenizer, tasks[: i + 2], is_seq2seq=ctx.is_seq2seq, n=cfg.eval_samples,
                                 max_new=max_new, batch_size=cfg.eval_batch_size)
         out["stages"].append(task.name)
         out["evals"].append(scores)
         ctx.after(task, scores, prefix=f"{share:.0%} of directions frozen, ")
+        ctx.measure_general(task.name, model)
     return out

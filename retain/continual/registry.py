@@ -2,18 +2,22 @@
 
 Layout of a ``retain continual --method switchcit --output DIR``::
 
-    registry.json        base model spec + sha256 of its weights, feature model, tasks (name, metric, template)
+    registry.json        base model spec + sha256 of its weights, feature model, tasks (name, metric, template),
+                         general class (its source and how many instructions were stored; null: none)
     adapters/<task>/     PEFT LoRA adapter of each task (adapter_config.json, adapter_model.safetensors)
-    switch/              switch.safetensors, switch.json, instructions.jsonl (the stored instructions)
+    switch/              switch.safetensors, switch.json, instructions.jsonl (the stored instructions; general
+                         ones with "task": null)
     results.json, results.md, R.png, average.png, train_log.jsonl
     manifest.json        sha256 of every file; verified on load
 
 ``load_registry`` refuses a base model whose weights differ from the recorded
-hash, and any file that differs from the manifest.
+hash, and any file that differs from the manifest. A registry written before the
+general class existed loads as it was: its switch routes every input to a task.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 from dataclasses import dataclass
@@ -88,6 +92,31 @@ def load_feature_model(spec: str, peft_model, tokenizer, is_seq2seq: bool, *, fi
     return features
 
 
+class SwitchRouter:
+    """A switch and its adapters as one deployed system, the ``router`` of ``harness.evaluate_suite``: ``route``
+    names each prompt's adapter (``None``: the general class), ``active(name)`` makes ``model`` answer with it
+    (``None``: every adapter disabled, the base model)."""
+
+    def __init__(self, switch, features, model):
+        self.switch, self.features, self.model = switch, features, model
+
+    def route(self, texts: list[str]) -> list[str | None]:
+        return self.switch.route(self.features, texts)
+
+    @contextlib.contextmanager
+    def active(self, name: str | None):
+        if name is None:
+            with self.model.disable_adapter():
+                yield
+            return
+        before = self.model.active_adapter
+        self.model.set_adapter(name)
+        try:
+            yield
+        finally:
+            self.model.set_adapter(before)
+
+
 @dataclass
 class Registry:
     path: Path
@@ -105,21 +134,32 @@ class Registry:
     def task(self, name: str) -> dict:
         return next(t for t in self.tasks if t["name"] == name)
 
-    def route(self, texts: list[str]) -> list[str]:
+    @property
+    def general(self) -> dict | None:
+        """The general class ({"source", "stored"}), or None (every input goes to a task)."""
+        return self.info.get("general")
+
+    def route(self, texts: list[str]) -> list[str | None]:
+        """Each input's task (its adapter), or None: the general class, answered by the base model."""
         return self.switch.route(self.features, texts)
 
-    def prompts(self, texts: list[str], names: list[str]) -> list[str]:
+    def router(self) -> SwitchRouter:
+        return SwitchRouter(self.switch, self.features, self.model)
+
+    def prompts(self, texts: list[str], names: list[str | None]) -> list[str]:
         from retain.data import render
 
-        return [render(self.task(n)["template"], {"input": t}) for t, n in zip(texts, names)]
+        return [render(self.task(n)["template"], {"input": t}) if n is not None else t for t, n in zip(texts, names)]
 
-    def generate(self, texts: list[str], *, names: list[str] | None = None, max_new_tokens: int | None = None,
-                 first_line: bool = True, batch_size: int = 16) -> tuple[list[str], list[str]]:
-        """Route each input (unless ``names`` are given) and generate, mixed tasks in one pass per batch."""
+    def generate(self, texts: list[str], *, names: list[str | None] | None = None, max_new_tokens: int | None = None,
+                 first_line: bool = True, batch_size: int = 16) -> tuple[list[str | None], list[str]]:
+        """Route each input (unless ``names`` are given) and generate, mixed tasks in one pass per batch; returns
+        (the adapter that answered each input, None for the base model; the outputs)."""
         from retain.continual.generation import generate_routed
 
         names = list(names) if names is not None else self.route(texts)
-        limits = [max_new_tokens or self.task(n).get("max_new_tokens") or 32 for n in names]
+        base_limit = max([t.get("max_new_tokens") or 32 for t in self.tasks])  # a general input: the longest task budget
+        limits = [max_new_tokens or (self.task(n).get("max_new_tokens") or 32 if n is not None else base_limit) for n in names]
         outs = generate_routed(self.model, self.tokenizer, self.prompts(texts, names), names, is_seq2seq=self.is_seq2seq,
                                max_new_tokens=limits, batch_size=batch_size, first_line=first_line)
         return names, outs

@@ -11,6 +11,38 @@ def _fmt(x, digits: int = 1) -> str:
     return "–" if x is None else f"{x:.{digits}f}"
 
 
+def _ci(ci) -> str:
+    return f" [{ci[0]:+.2f}, {ci[1]:+.2f}]" if ci else ""
+
+
+def _summary_lines(s: dict) -> list[str]:
+    """Last, Avg, BWT, FWT, forgetting (docs/CONTINUAL.md), with their standard error or paired 95% interval."""
+    return ["", f"* Last (final average): **{_fmt(s['final_average'], 2)}**" + (f" ± {_fmt(s.get('last_se'), 2)}" if s.get("last_se") is not None else ""),
+            f"* Avg (mean of the averages per stage): **{_fmt(s.get('avg'), 2)}**",
+            f"* BWT: **{_fmt(s['bwt'], 2)}**{_ci(s.get('bwt_ci'))}" + (" (one stage: not defined)" if s["bwt"] is None else ""),
+            f"* FWT: **{_fmt(s.get('fwt'), 2)}**{_ci(s.get('fwt_ci'))}" + (" (needs a task scored by the base and before it was learnt)" if s.get("fwt") is None else ""),
+            f"* forgetting: **{_fmt(s['forgetting'], 2)}**"]
+
+
+def _general_lines(g: dict | None) -> list[str]:
+    """The deployed system on the general suite after each stage, and its change from the base model."""
+    if not g or not g.get("stages"):
+        return []
+    base = g["base"]
+    k = str(g["stages"][-1]["shots"])
+    b = base["norm_avg_summary"][k] if base else None
+    lines = ["", f"General ability: the deployed system on the general suite `{g['suite']}` ({k}-shot, Norm. Avg. ± SE), "
+             "its change from the base model (paired bootstrap, 95% interval; TRACE's general-ability delta) and the "
+             "share of the suite's prompts the switch sent to the base model.", "",
+             f"Base model: {_fmt(b and b['score'], 2)} ± {_fmt(b and b['se'], 2)}.", "",
+             "| after | Norm. Avg. ± SE | change from the base [95% CI] | to the base (%) |", "|---|---|---|---|"]
+    for r in g["stages"]:
+        d = r["delta"] or {}
+        lines.append(f"| {r['stage']} | {_fmt(r['norm_avg'], 2)} ± {_fmt(r['se'], 2)} | {d.get('diff', 0):+.2f}{_ci(d.get('ci'))}"
+                     f"{' (excludes 0)' if d.get('significant') else ''} | {_fmt(r.get('routed_to_base'))} |")
+    return lines
+
+
 def write_results(root: Path, results: dict, *, title: str | None = None) -> None:
     root = Path(root)
     write_json(root / "results.json", results)
@@ -34,24 +66,33 @@ def markdown(res: dict, *, title: str | None = None) -> str:
     for name, row, se_row, avg in zip(stages, R, R_se, s["average_per_stage"]):
         cells = [_fmt(x) + (f" ± {_fmt(e)}" if x is not None and e is not None else "") for x, e in zip(row, se_row)]
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {_fmt(avg)} |")
-    lines += ["", f"* final average: **{_fmt(s['final_average'], 2)}**",
-              f"* BWT: **{_fmt(s['bwt'], 2)}**" + (" (one stage: not defined)" if s["bwt"] is None else ""),
-              f"* forgetting: **{_fmt(s['forgetting'], 2)}**"]
+    lines += _summary_lines(s)
     cons = res.get("constraint")
     if cons:
         for name, values in cons.items():
             lines.append(f"* {name}: outputs meeting the constraint after each stage (%): " + ", ".join(_fmt(v) for v in values))
-    routing = res.get("routing")
-    if routing:
-        lines += ["* routing accuracy per stage (%): " + ", ".join(_fmt(r["accuracy"]) for r in routing),
-                  "", "Final routing confusion (rows: true task, columns: routed to):", "",
-                  "| true \\ routed | " + " | ".join(routing[-1]["labels"]) + " |", "|---" * (len(routing[-1]["labels"]) + 1) + "|"]
-        for name, row in zip(routing[-1]["rows"], routing[-1]["confusion"]):
-            lines.append(f"| {name} | " + " | ".join(str(v) for v in row) + " |")
+    lines += _routing_lines(res.get("routing"))
+    lines += _general_lines(res.get("general"))
     if res.get("command"):
         lines += ["", "Command:", "", "```", res["command"], "```"]
     lines += ["", f"Wall time: {res.get('wall_time_s', 0):.0f} s.", ""]
     return "\n".join(lines)
+
+
+def _routing_lines(routing: list | None) -> list[str]:
+    if not routing:
+        return []
+    labels = ["base" if x is None else x for x in routing[-1]["labels"]]
+    general = [r.get("general_accuracy") for r in routing]
+    lines = ["* routing accuracy per stage, tasks' inputs (%): " + ", ".join(_fmt(r["accuracy"]) for r in routing)]
+    if any(x is not None for x in general):
+        lines.append("* routing accuracy per stage, held-out general inputs sent to the base model (%): "
+                     + ", ".join(_fmt(x) for x in general) + f" (n = {routing[-1].get('n_general')})")
+    lines += ["", "Final routing confusion (rows: true task, columns: routed to; base: the general class):", "",
+              "| true \\ routed | " + " | ".join(labels) + " |", "|---" * (len(labels) + 1) + "|"]
+    for name, row in zip(routing[-1]["rows"], routing[-1]["confusion"]):
+        lines.append(f"| {name} | " + " | ".join(str(v) for v in row) + " |")
+    return lines
 
 
 def plot_matrix(res: dict, path: Path) -> None:

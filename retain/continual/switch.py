@@ -13,6 +13,11 @@ Linear(d, 200) - ReLU - Linear(200, n_tasks), is trained with AdamW (1e-3) for
 20 epochs on the *stored* instructions only: a retention fraction of each
 task's training inputs, at least a minimum count. Nothing else of old tasks is
 kept.
+
+The *general* class (``general=True``): instructions that belong to none of the
+tasks, learnt from stored general instructions (``retain.continual.general``), are
+routed to ``None``: the base model with no adapter. A switch without it (the
+paper's, and every registry written before it existed) routes every input to a task.
 """
 
 from __future__ import annotations
@@ -157,26 +162,37 @@ def classifier(dim: int, hidden: int, n_tasks: int) -> torch.nn.Module:
 
 
 class Switch:
-    """Routes inputs to task names; retrained from the stored instructions after each task."""
+    """Routes inputs to task names (or ``None``, the general class: the base model); retrained from the stored
+    instructions after each task. ``stored[None]``: the general instructions, when ``general``."""
 
-    def __init__(self, tasks: list[str], stored: dict[str, list[str]], net: torch.nn.Module | None = None, *,
-                 hidden: int = 200, info: dict | None = None):
+    def __init__(self, tasks: list[str], stored: dict, net: torch.nn.Module | None = None, *,
+                 hidden: int = 200, info: dict | None = None, general: bool = False):
         self.tasks, self.stored, self.net, self.hidden = list(tasks), stored, net, hidden
+        self.general = general
         self.info = dict(info or {})
 
+    @property
+    def labels(self) -> list[str | None]:
+        """What the switch routes to: the task names, then ``None`` (the base model) if it has a general class."""
+        return self.tasks + ([None] if self.general else [])
+
     def fit(self, features: FeatureModel, *, epochs: int = 20, lr: float = 1e-3, batch_size: int = 32, seed: int = 0) -> dict:
-        texts = [t for name in self.tasks for t in self.stored[name]]
-        labels = torch.tensor([i for i, name in enumerate(self.tasks) for _ in self.stored[name]])
+        texts = [t for name in self.labels for t in self.stored[name]]
+        labels = torch.tensor([i for i, name in enumerate(self.labels) for _ in self.stored[name]])
         x = features(texts)
         torch.manual_seed(seed)
-        self.net = classifier(x.shape[1], self.hidden, len(self.tasks))
+        self.net = classifier(x.shape[1], self.hidden, len(self.labels))
         opt = torch.optim.AdamW(self.net.parameters(), lr=lr)
         gen = torch.Generator().manual_seed(seed)
+        # classes weighted by the inverse of their counts (all 1 when every class stores as many instructions):
+        # the general class stores more instructions than a task, and must not win by its size alone
+        counts = torch.bincount(labels, minlength=len(self.labels)).float()
+        weight = counts.sum() / (len(self.labels) * counts.clamp(min=1))
         self.net.train()
         loss = torch.tensor(0.0)
         for _ in range(epochs):
             for idx in torch.randperm(len(labels), generator=gen).split(batch_size):
-                loss = torch.nn.functional.cross_entropy(self.net(x[idx]), labels[idx])
+                loss = torch.nn.functional.cross_entropy(self.net(x[idx]), labels[idx], weight=weight)
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
@@ -184,14 +200,15 @@ class Switch:
         with torch.no_grad():
             train_acc = (self.net(x).argmax(1) == labels).float().mean().item() * 100
         self.info.update({"dim": x.shape[1], "hidden": self.hidden, "epochs": epochs, "lr": lr, "batch_size": batch_size,
-                          "stored": {n: len(self.stored[n]) for n in self.tasks}})
+                          "stored": {n: len(self.stored[n]) for n in self.tasks},
+                          "stored_general": len(self.stored[None]) if self.general else None})
         return {"final_loss": round(loss.item(), 6), "train_accuracy": round(train_acc, 2), "examples": len(labels)}
 
     @torch.no_grad()
-    def route_features(self, x: torch.Tensor) -> list[str]:
-        return [self.tasks[i] for i in self.net(x).argmax(1).tolist()]
+    def route_features(self, x: torch.Tensor) -> list[str | None]:
+        return [self.labels[i] for i in self.net(x).argmax(1).tolist()]
 
-    def route(self, features: FeatureModel, texts: list[str]) -> list[str]:
+    def route(self, features: FeatureModel, texts: list[str]) -> list[str | None]:
         return self.route_features(features(texts))
 
     # ------------------------------------------------------------- files
@@ -200,9 +217,9 @@ class Switch:
 
         folder.mkdir(parents=True, exist_ok=True)
         save_file({k: v.contiguous() for k, v in self.net.state_dict().items()}, str(folder / SWITCH_WEIGHTS))
-        write_json(folder / SWITCH_INFO, {**self.info, "tasks": self.tasks, "hidden": self.hidden})
+        write_json(folder / SWITCH_INFO, {**self.info, "tasks": self.tasks, "hidden": self.hidden, "general": self.general})
         with open(folder / STORED, "w") as f:
-            for name in self.tasks:
+            for name in self.labels:  # general instructions: "task": null
                 for text in self.stored[name]:
                     f.write(json.dumps({"task": name, "input": text}) + "\n")
 
@@ -211,13 +228,16 @@ class Switch:
         from safetensors.torch import load_file
 
         info = json.loads((folder / SWITCH_INFO).read_text())
-        stored: dict[str, list[str]] = {n: [] for n in info["tasks"]}
-        for line in (folder / STORED).read_text().splitlines():
+        general = bool(info.get("general"))  # absent: a switch written before the general class existed
+        stored: dict = {n: [] for n in info["tasks"] + ([None] if general else [])}
+        for i, line in enumerate((folder / STORED).read_text().splitlines(), 1):
             if line.strip():
                 row = json.loads(line)
+                if row.get("task") not in stored:
+                    raise RetainError(f"{folder / STORED}:{i}: task {row.get('task')!r} is not one the switch routes to")
                 stored[row["task"]].append(row["input"])
         state = load_file(str(folder / SWITCH_WEIGHTS))
-        net = classifier(info["dim"], info["hidden"], len(info["tasks"]))
+        net = classifier(info["dim"], info["hidden"], len(stored))
         net.load_state_dict(state)
         net.eval()
-        return cls(info["tasks"], stored, net, hidden=info["hidden"], info=info)
+        return cls(info["tasks"], stored, net, hidden=info["hidden"], info=info, general=general)

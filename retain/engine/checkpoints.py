@@ -141,7 +141,7 @@ def save_pretrained(model, directory: Path, state: dict[str, torch.Tensor] | Non
     writes. ``state``: the sharded model's ``full_state`` (or ``part_state``), gathered once by the caller."""
     if not is_sharded(model):
         if is_main():
-            model.save_pretrained(str(directory), **kwargs)
+            model.save_pretrained(str(directory), **({"state_dict": state} if state is not None else {}), **kwargs)
         return
     with root_gathered(model):  # a soft prompt is read through the prompt encoder
         if is_main():

@@ -123,13 +123,14 @@ def _raise_if_stopped(trainer: StageTrainer, stage: Stage, stage_dir: Path, log,
 
 def run_stage(model, tokenizer, stage: Stage, *, rows: list[dict], steps: int, lr: float, prompt_lr: float,
               cfg, stage_dir: Path, evaluate=None, log=lambda e: None, resume: bool = False,
-              resumable: bool = True) -> dict:
+              resumable: bool = True, observe=None) -> dict:
     """Train one stage; return its record (steps, evaluations, best step, wall time).
 
     What trains is decided only by ``requires_grad`` (``retain.methods.prepare``). ``evaluate(model) ->
     score``: the tuned-task metric, every ``cfg.eval_every`` steps; the best trainable weights are kept and
     restored at the end. ``resumable``: the caller keeps checkpoints for ``--resume`` (``retain train``);
-    otherwise failure messages do not point at checkpoints or ``--resume``.
+    otherwise failure messages do not point at checkpoints or ``--resume``. ``observe(trainer, stage) ->
+    [TrainerCallback]``: callbacks added to this stage's Trainer (the analyses measure the training as it runs).
     """
     prepare(model, stage)
     n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -148,6 +149,8 @@ def run_stage(model, tokenizer, stage: Stage, *, rows: list[dict], steps: int, l
     trainer = StageTrainer(model=model, args=args, train_dataset=rows, data_collator=collate,
                            optimizer_factory=lambda m: optimizer(m, args, cfg, lr, prompt_lr), callbacks=[best, LogCallback(log)],
                            selective_loss=causal, virtual_tokens=0 if in_row else virtual, label_smoothing=cfg.label_smoothing)
+    for callback in observe(trainer, stage) if observe else ():
+        trainer.add_callback(callback)
     ckpt = last_checkpoint(stage_dir) if resume else None
     log({"event": "stage_start", "stage": stage.name, "trains": stage.trains, "steps": steps, "lr": lr,
          "trainable_parameters": n_train, "packed": packed, "packing": layout or "padded", "grouped_by_length": grouped,

@@ -1,10 +1,20 @@
-"""The one decoder every score comes from: greedy, explicit, recorded.
+"""The one decoder every score comes from: greedy (or beam search), explicit, recorded.
 
-``DECODING`` is the decoding configuration of every path that decodes (both
+``current()`` is the decoding configuration of every path that decodes (both
 evaluator engines, checkpoint selection, ``retain generate``, SwitchCIT
-evaluation and routed generation). It is explicit: a model's own
-``generation_config`` (e.g. a ``repetition_penalty`` shipped with an instruct
-model) is *not* consulted, and results record ``DECODING.record()``.
+evaluation and routed generation): ``DECODING`` (greedy) unless a command sets
+another for its duration with ``using(num_beams)`` (``--num-beams``). It is
+explicit: a model's own ``generation_config`` (e.g. a ``repetition_penalty``
+shipped with an instruct model) is *not* consulted, and results record
+``current().record()``. Log-likelihood scoring (tasks with choices) does not
+decode and is unaffected.
+
+Beam search (``num_beams`` > 1, the paper's beam 4) is ``model.generate`` one
+prompt at a time with the same explicit configuration (``decode_each``, also the
+reference engine): the cached-prefix engine below is greedy only. Beams run to
+an end-of-sequence token or the length budget, and the answer is the first line
+of the best one, so a row's result is exactly transformers' own
+``generate(num_beams=N)`` output.
 
 Decoder-only models (the cached-prefix engine):
 
@@ -34,15 +44,16 @@ time through ``model.generate`` (without the cache for a soft-prompt model).
 
 from __future__ import annotations
 
-import copy
-import weakref
+import contextlib
 from collections import defaultdict
 from collections.abc import Sequence
+from contextvars import ContextVar
 from dataclasses import asdict, dataclass
 
 import torch
 from tqdm.auto import tqdm
 
+from retain.evaluation.prefix import Prefix, _padded_kwargs, common_prefix, device_of, padding_is_exact
 from retain.tokens import pad_right, prompt_ids, text_ids
 
 
@@ -73,6 +84,29 @@ class Decoding:
 
 
 DECODING = Decoding()
+_CURRENT: ContextVar[Decoding] = ContextVar("retain_decoding", default=DECODING)
+
+
+def decoding(num_beams: int = 1) -> Decoding:
+    """The configuration for ``--num-beams N``: ``DECODING`` (greedy) for 1, beam search otherwise."""
+    if num_beams < 1:
+        raise ValueError(f"num_beams must be at least 1, got {num_beams}")
+    return DECODING if num_beams == 1 else Decoding(strategy="beam search", num_beams=num_beams)
+
+
+def current() -> Decoding:
+    """The decoding configuration in force (``DECODING`` unless inside ``using``)."""
+    return _CURRENT.get()
+
+
+@contextlib.contextmanager
+def using(num_beams: int = 1):
+    """Decode with ``decoding(num_beams)`` for the duration (a command's evaluation or training)."""
+    token = _CURRENT.set(decoding(num_beams))
+    try:
+        yield current()
+    finally:
+        _CURRENT.reset(token)
 
 ANSWER_MARGIN = 4
 ANSWER_CAP = 256
@@ -114,119 +148,12 @@ def eos_ids(model, tokenizer) -> set[int]:
     return ids
 
 
-def device_of(model) -> torch.device:
-    return next(model.parameters()).device
-
-
-def common_prefix(seqs: list[list[int]], keep: int = 0) -> list[int]:
-    """The longest run of tokens every sequence starts with, leaving at least ``keep`` tokens of each after it."""
-    if not seqs:
-        return []
-    n = min(len(x) for x in seqs) - keep
-    first = seqs[0]
-    k = 0
-    while k < n and all(x[k] == first[k] for x in seqs):
-        k += 1
-    return first[:max(k, 0)]
-
-
-def groups(keys: list, batch_size: int):
-    """Indices grouped by key, in chunks of at most batch_size."""
-    by = defaultdict(list)
-    for i, k in enumerate(keys):
-        by[k].append(i)
-    for k in sorted(by, key=str):
-        idx = by[k]
-        for s in range(0, len(idx), batch_size):
-            yield k, idx[s:s + batch_size]
-
-
-class Prefix:
-    """The cached ``[soft prompt] + prefix`` (per adapter) and how prompts split against it."""
-
-    def __init__(self, core, soft, prefix_ids: list[int]):
-        self.core, self.soft, self.prefix_ids = core, soft, list(prefix_ids)
-        self._caches: dict[tuple, tuple] = {}
-
-    def split(self, full_ids: list[int]) -> tuple[bool, list[int]]:
-        """(uses the shared prefix, tokens to run after the cache)."""
-        p = len(self.prefix_ids)
-        if p and len(full_ids) > p and full_ids[:p] == self.prefix_ids:
-            return True, full_ids[p:]
-        return False, full_ids
-
-    @torch.no_grad()
-    def cache(self, shared: bool, adapter: str | None = None):
-        """(past key values, last logits) of the cached part, or (None, None)."""
-        key = (shared, adapter)
-        if key not in self._caches:
-            parts = []
-            if self.soft is not None:
-                parts.append(self.soft)
-            if shared and self.prefix_ids:
-                ids = torch.tensor([self.prefix_ids], device=device_of(self.core))
-                parts.append(self.core.get_input_embeddings()(ids))
-            if not parts:
-                self._caches[key] = (None, None)
-            else:
-                extra = {"adapter_names": [adapter]} if adapter is not None else {}
-                out = self.core(inputs_embeds=torch.cat(parts, dim=1), use_cache=True, **extra)
-                self._caches[key] = (out.past_key_values, out.logits[:, -1])
-        return self._caches[key]
-
-    def expanded(self, shared: bool, batch: int, adapter: str | None = None):
-        cache, _ = self.cache(shared, adapter)
-        if cache is None:
-            return None
-        c = copy.deepcopy(cache)
-        if batch > 1:
-            c.batch_repeat_interleave(batch)
-        return c
-
-
 def _answer(tokenizer, ids: list[int], first_line: bool) -> str:
     text = tokenizer.decode(ids, skip_special_tokens=True)
     return text.strip().split("\n")[0].strip() if first_line else text.strip()
 
 
 # -------------------------------------------------------------- causal engine
-_PADDING_OK: weakref.WeakKeyDictionary[torch.nn.Module, bool] = weakref.WeakKeyDictionary()
-
-
-@torch.no_grad()
-def padding_is_exact(core) -> bool:
-    """Does this model give a row the same logits when shorter rows beside it are padded (mask + explicit
-    positions)? Checked once per model on two short sequences, after a cached prefix; where it does not
-    hold (an architecture that ignores the mask or the positions), rows are batched by equal length only."""
-    if core not in _PADDING_OK:
-        was = core.training
-        core.eval()
-        try:
-            emb = core.get_input_embeddings()
-            dev, n = emb.weight.device, emb.num_embeddings
-            pre = core(input_ids=torch.arange(2, 6, device=dev)[None] % n, use_cache=True).past_key_values
-            a, b = torch.arange(7, 12, device=dev) % n, torch.arange(13, 16, device=dev) % n
-            alone = [core(input_ids=x[None], past_key_values=copy.deepcopy(pre), use_cache=True).logits[0, -1] for x in (a, b)]
-            cache = copy.deepcopy(pre)
-            cache.batch_repeat_interleave(2)
-            ids = torch.stack([a, torch.cat([torch.zeros(2, dtype=b.dtype, device=dev), b])])
-            mask = torch.tensor([[1] * 5, [0, 0, 1, 1, 1]], device=dev)
-            out = core(input_ids=ids, past_key_values=cache, use_cache=True, **_padded_kwargs(mask, 4))
-            _PADDING_OK[core] = all(torch.allclose(out.logits[i, -1], alone[i], atol=1e-4) for i in range(2))
-        except Exception:  # a model that takes no mask/positions with a cache: equal lengths only
-            _PADDING_OK[core] = False
-        finally:
-            core.train(was)
-    return _PADDING_OK[core]
-
-
-def _padded_kwargs(mask: torch.Tensor, past: int) -> dict:
-    """attention_mask over [cached prefix + this chunk] and position ids that skip the padding."""
-    full = torch.cat([torch.ones(mask.shape[0], past, dtype=mask.dtype, device=mask.device), mask], dim=1)
-    pos = (past + mask.cumsum(1) - 1).clamp(min=past)
-    return {"attention_mask": full, "position_ids": pos}
-
-
 def _adapter_kwargs(adapter: str | None, rows: int) -> dict:
     return {"adapter_names": [adapter] * rows} if adapter is not None else {}
 
@@ -261,8 +188,10 @@ def _batches(keys: list, lengths: list[int], batch_size: int, pad: bool):
 def decode_causal(model, tokenizer, prompts: list[list[int]], *, max_new_tokens: Sequence[int], batch_size: int = 32,
                   first_line: bool = True, adapter_names: Sequence[str] | None = None, min_new_tokens: int = 0,
                   progress: bool = False, desc: str = "generating") -> list[str]:
-    """Greedy continuations of tokenised ``prompts``: the cached-prefix engine, rows of one adapter batched by
-    length with the padding after the cached prefix (see the module docstring and ``padding_is_exact``)."""
+    """Greedy continuations of tokenised ``prompts`` by the cached-prefix engine (module docstring); beams: ``decode_each``."""
+    if current().num_beams > 1:
+        return decode_each(model, tokenizer, prompts, max_new_tokens=max_new_tokens, is_seq2seq=False, first_line=first_line,
+                           adapter_names=adapter_names, progress=progress, desc=desc, min_new_tokens=min_new_tokens)
     was_training = model.training
     model.eval()
     core, soft = split_soft_prompt(model)
@@ -324,6 +253,9 @@ def decode_seq2seq(model, tokenizer, prompts: list[list[int]], *, max_new_tokens
                    first_line: bool = True, adapter_names: Sequence[str] | None = None, progress: bool = False,
                    desc: str = "generating", use_cache: bool = True, **generate_kwargs) -> list[str]:
     """Greedy continuations for an encoder-decoder model: ``generate`` on right-padded encoder inputs."""
+    if current().num_beams > 1:
+        return decode_each(model, tokenizer, prompts, max_new_tokens=max_new_tokens, is_seq2seq=True, first_line=first_line,
+                           adapter_names=adapter_names, progress=progress, desc=desc, **generate_kwargs)
     was_training = model.training
     model.eval()
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
@@ -334,7 +266,7 @@ def decode_seq2seq(model, tokenizer, prompts: list[list[int]], *, max_new_tokens
             idx = order[start:start + batch_size]
             ids, mask = pad_right([prompts[i] for i in idx], tokenizer.pad_token_id)
             limit = max(max_new_tokens[i] for i in idx)
-            kw = dict(DECODING.hf_kwargs(model, tokenizer, limit), use_cache=use_cache, **generate_kwargs)
+            kw = dict(current().hf_kwargs(model, tokenizer, limit), use_cache=use_cache, **generate_kwargs)
             if first_line:
                 kw.update(stop_strings=["\n"], tokenizer=tokenizer)
             if adapter_names is not None:
@@ -351,7 +283,7 @@ def decode_seq2seq(model, tokenizer, prompts: list[list[int]], *, max_new_tokens
 def generate_texts(model, tokenizer, prompts: Sequence[str], *, is_seq2seq: bool, max_new_tokens: int | Sequence[int] = 32,
                    batch_size: int = 16, first_line: bool = True, progress: bool = False, desc: str = "generating",
                    adapter_names: Sequence[str] | None = None, min_new_tokens: int = 0) -> list[str]:
-    """Greedy continuations of ``prompts`` (text), in order, with ``DECODING``.
+    """Continuations of ``prompts`` (text), in order, with ``current()`` (greedy unless ``using(num_beams)``).
 
     Each prompt gets the tokenizer's special tokens (``retain.tokens.prompt_ids``). ``max_new_tokens`` may be
     one number per row. ``adapter_names`` gives each row its own PEFT adapter (``"__base__"`` for none). With
@@ -371,25 +303,38 @@ def generate_texts(model, tokenizer, prompts: Sequence[str], *, is_seq2seq: bool
                          adapter_names=adapter_names, min_new_tokens=min_new_tokens, progress=progress, desc=desc)
 
 
-@torch.no_grad()
 def generate_simple(model, tokenizer, prompts: Sequence[str], *, is_seq2seq: bool = False, max_new_tokens: int = 32,
                     first_line: bool = True, progress: bool = False, desc: str = "eval") -> list[str]:
-    """The reference: one whole prompt at a time through ``model.generate`` with ``DECODING``
-    (a soft-prompt model without the KV cache: PEFT's cached prompt-tuning path is not trusted)."""
+    """The reference engine: one whole prompt at a time through ``model.generate`` (``decode_each``)."""
+    ids = [prompt_ids(tokenizer, p, is_seq2seq=is_seq2seq) for p in prompts]
+    return decode_each(model, tokenizer, ids, max_new_tokens=[max_new_tokens] * len(ids), is_seq2seq=is_seq2seq,
+                       first_line=first_line, progress=progress, desc=desc)
+
+
+@torch.no_grad()
+def decode_each(model, tokenizer, prompts: list[list[int]], *, max_new_tokens: Sequence[int], is_seq2seq: bool,
+                first_line: bool = True, adapter_names: Sequence[str] | None = None, progress: bool = False,
+                desc: str = "generating", **generate_kwargs) -> list[str]:
+    """One tokenised prompt at a time through ``model.generate`` with ``current()``: the reference engine, and
+    beam search (a soft-prompt model runs without the KV cache: PEFT's cached prompt-tuning path is not trusted).
+    Greedy stops at the first newline (``first_line``); beams run to the end and keep the best beam's first line."""
     _, soft = split_soft_prompt(model)
+    dec = current()
     was_training = model.training
     model.eval()
     dev = device_of(model)
     out = []
     try:
-        for p in tqdm(prompts, desc=desc, disable=not progress, leave=False):
-            ids = torch.tensor([prompt_ids(tokenizer, p, is_seq2seq=is_seq2seq)], device=dev)
-            kw = dict(DECODING.hf_kwargs(model, tokenizer, max_new_tokens), use_cache=soft is None)
-            if first_line:
+        for i in tqdm(range(len(prompts)), desc=desc, disable=not progress, leave=False):
+            ids = torch.tensor([prompts[i]], device=dev)
+            kw = dict(dec.hf_kwargs(model, tokenizer, max_new_tokens[i]), use_cache=soft is None, **generate_kwargs)
+            if first_line and dec.num_beams == 1:
                 kw.update(stop_strings=["\n"], tokenizer=tokenizer)
+            if adapter_names is not None:  # PEFT repeats the names over the beams when told their number
+                kw.update(adapter_names=[adapter_names[i]], num_beams=dec.num_beams)
             seq = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), **kw)
             new = seq[0][1:] if is_seq2seq else seq[0][ids.shape[1]:]
-            out.append(_answer(tokenizer, new[:max_new_tokens].tolist(), first_line))
+            out.append(_answer(tokenizer, new[:max_new_tokens[i]].tolist(), first_line))
     finally:
         model.train(was_training)
     return out

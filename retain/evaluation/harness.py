@@ -35,7 +35,7 @@ from pathlib import Path
 from retain.data import render
 from retain.distributed import gather_sharded
 from retain.evaluation import icl, stats
-from retain.evaluation.decoding import DECODING, answer_budget
+from retain.evaluation.decoding import answer_budget, current
 from retain.evaluation.metrics import SOURCE_METRICS, is_classification, normalize, score, source_of
 from retain.evaluation.suite import Task
 
@@ -73,18 +73,18 @@ def output_space(train_examples: list[dict]) -> OutputSpace | None:
     return OutputSpace("vocab", vocab={w for w, c in out_words.items() if c >= 2 and w not in in_words})
 
 
+def format_hits(space: OutputSpace | None, predictions: list[str], references) -> list[bool]:
+    """For every counted answer (its reference is not in the tuned output space), whether it falls in that space."""
+    if space is None:
+        return []
+    return [space.contains(p) for p, r in zip(predictions, references)
+            if not any(space.contains(x) for x in ([r] if isinstance(r, str) else list(r)))]
+
+
 def format_counts(space: OutputSpace | None, predictions: list[str], references) -> tuple[int, int]:
     """(answers in the tuned output space, answers counted)."""
-    if space is None:
-        return 0, 0
-    hits = counted = 0
-    for p, r in zip(predictions, references):
-        refs = [r] if isinstance(r, str) else list(r)
-        if any(space.contains(x) for x in refs):
-            continue
-        counted += 1
-        hits += space.contains(p)
-    return hits, counted
+    hits = format_hits(space, predictions, references)
+    return sum(hits), len(hits)
 
 
 # ------------------------------------------------------------------ tasks
@@ -93,34 +93,54 @@ def max_new_tokens_for(task: Task, tokenizer) -> int:
 
 
 def evaluate_task(model, tokenizer, task: Task, k: int, *, seed: int = 0, max_shots: int | None = None,
-                  is_seq2seq: bool = False, engine: str = "fast", batch_size: int = 32, progress: bool = False) -> dict:
-    """Score one task k-shot; returns score, inputs, predictions, references."""
+                  is_seq2seq: bool = False, engine: str = "fast", batch_size: int = 32, progress: bool = False,
+                  router=None) -> dict:
+    """Score one task k-shot; returns score, inputs, predictions, references.
+
+    ``router`` (optional; a deployed system that picks a model per input, e.g. a SwitchCIT switch):
+    ``router.route(prompts) -> keys`` and ``router.active(key)`` (a context manager in which ``model``
+    answers as that key's model); each item is scored with its key's model and ``routes`` is returned."""
     test, _pool = task.split(seed, max(max_shots or k, k))
     demos = task.demos(seed, k, max(max_shots or k, k))
     prefix = task.prefix(demos)
     suffixes = [task.query(x) for x in test]
     refs = [task.references(x) for x in test]
+    choices = [task.item_choices(x) for x in test] if task.mode == "loglik" else None
     desc = f"{task.name} {k}-shot"
-    if task.mode == "loglik":
-        choices = [task.item_choices(x) for x in test]
-        if engine == "fast":
-            ll = icl.loglik_shared(model, tokenizer, prefix, suffixes, choices, is_seq2seq=is_seq2seq,
-                                   batch_size=batch_size, progress=progress, desc=desc)
-        else:
-            ll = icl.loglik_simple(model, tokenizer, [prefix + s for s in suffixes], choices, is_seq2seq=is_seq2seq)
-        preds = [cs[max(range(len(cs)), key=lambda j: row[j])] for cs, row in zip(choices, ll)]
-    else:
+
+    def predict(idx: list[int]) -> list[str]:
+        part = [suffixes[i] for i in idx]
+        if task.mode == "loglik":
+            chs = [choices[i] for i in idx]
+            if engine == "fast":
+                ll = icl.loglik_shared(model, tokenizer, prefix, part, chs, is_seq2seq=is_seq2seq,
+                                       batch_size=batch_size, progress=progress, desc=desc)
+            else:
+                ll = icl.loglik_simple(model, tokenizer, [prefix + s for s in part], chs, is_seq2seq=is_seq2seq)
+            return [cs[max(range(len(cs)), key=lambda j: row[j])] for cs, row in zip(chs, ll)]
         mnt = max_new_tokens_for(task, tokenizer)
         if engine == "fast":
-            preds = icl.generate_shared(model, tokenizer, prefix, suffixes, is_seq2seq=is_seq2seq, max_new_tokens=mnt,
-                                        batch_size=batch_size, progress=progress, desc=desc)
-        else:
-            preds = icl.generate_simple(model, tokenizer, [prefix + s for s in suffixes], is_seq2seq=is_seq2seq,
-                                        max_new_tokens=mnt, progress=progress, desc=desc)
+            return icl.generate_shared(model, tokenizer, prefix, part, is_seq2seq=is_seq2seq, max_new_tokens=mnt,
+                                       batch_size=batch_size, progress=progress, desc=desc)
+        return icl.generate_simple(model, tokenizer, [prefix + s for s in part], is_seq2seq=is_seq2seq,
+                                   max_new_tokens=mnt, progress=progress, desc=desc)
+
+    out = {"inputs": [x["input"] for x in test], "references": refs, "demos": [d["input"] for d in demos]}
+    if router is None:
+        preds = predict(list(range(len(test))))
+    else:  # the deployed system: each item answered by the model its prompt is routed to
+        routes = router.route([prefix + s for s in suffixes])
+        preds = [""] * len(test)
+        for key in dict.fromkeys(routes):
+            idx = [i for i, r in enumerate(routes) if r == key]
+            with router.active(key):
+                for i, p in zip(idx, predict(idx)):
+                    preds[i] = p
+        out["routes"] = routes
     sources = [source_of(x) for x in test] if task.metric in SOURCE_METRICS else None  # sari reads each item's source
-    return {"score": round(score(task.metric, preds, refs, options=task.match, sources=sources), 4),
-            "inputs": [x["input"] for x in test], "predictions": preds, "references": refs, "demos": [d["input"] for d in demos],
-            **({"sources": sources} if sources else {})}
+    if sources:
+        out["sources"] = sources
+    return {"score": round(score(task.metric, preds, refs, options=task.match, sources=sources), 4), "predictions": preds, **out}
 
 
 def evaluate_tuned(model, tokenizer, examples: list[dict], fmt, metric: str, *, is_seq2seq: bool, max_new_tokens: int,
@@ -149,12 +169,13 @@ def evaluate_tuned(model, tokenizer, examples: list[dict], fmt, metric: str, *, 
 
 def evaluate_suite(model, tokenizer, tasks: list[Task], shots: list[int], *, seed: int = 0, is_seq2seq: bool = False,
                    space: OutputSpace | None = None, engine: str = "fast", batch_size: int = 32, progress: bool = False,
-                   prompted: bool = False, keep: int = 5, trials: int = 1, train_seed: int = 0) -> dict:
+                   prompted: bool = False, keep: int = 5, trials: int = 1, train_seed: int = 0, router=None) -> dict:
     """Every task at every shot count, ``trials`` draws of demonstrations (and test items where the pool
     allows; draw t uses seed ``seed + t``); per-item results kept as units, scores with their standard error
-    (``retain.evaluation.stats``); Norm. Avg. and format rate per shot count."""
+    (``retain.evaluation.stats``); Norm. Avg. and format rate per shot count. ``router``: see ``evaluate_task``
+    (each unit then records the key every item was routed to, ``routes``)."""
     t0 = time.time()
-    out = {"shots": list(shots), "seed": seed, "trials": trials, "decoding": DECODING.record(), "tasks": {},
+    out = {"shots": list(shots), "seed": seed, "trials": trials, "decoding": current().record(), "tasks": {},
            "norm_avg": {}, "format_rate": {}}
     pooled = {str(k): [0, 0] for k in shots}
     for task in tasks:
@@ -166,9 +187,10 @@ def evaluate_suite(model, tokenizer, tasks: list[Task], shots: list[int], *, see
             units, hits, counted = [], 0, 0
             for t in range(trials):
                 r = evaluate_task(model, tokenizer, task, k, seed=seed + t, max_shots=max(task_shots), is_seq2seq=is_seq2seq,
-                                  engine=engine, batch_size=batch_size, progress=progress)
+                                  engine=engine, batch_size=batch_size, progress=progress, router=router)
                 units.append({"seed": train_seed, "trial": t, "inputs": r["inputs"], "predictions": r["predictions"],
-                              "references": r["references"], "demos": r["demos"], **({"sources": r["sources"]} if "sources" in r else {})})
+                              "references": r["references"], "demos": r["demos"], **({"sources": r["sources"]} if "sources" in r else {}),
+                              **({"routes": r["routes"]} if "routes" in r else {})})
                 if task.mode == "generate" and space is not None:
                     h, c = format_counts(space, r["predictions"], r["references"])
                     hits, counted = hits + h, counted + c

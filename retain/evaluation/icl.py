@@ -15,16 +15,8 @@ import torch
 from tqdm.auto import tqdm
 
 from retain.data import target_text
-from retain.evaluation.decoding import (
-    Prefix,
-    common_prefix,
-    decode_causal,
-    decode_seq2seq,
-    device_of,
-    generate_simple,
-    groups,
-    split_soft_prompt,
-)
+from retain.evaluation.decoding import decode_causal, decode_seq2seq, generate_simple, split_soft_prompt
+from retain.evaluation.prefix import Prefix, common_prefix, device_of, groups
 from retain.tokens import context_ids, prompt_ids, text_ids
 
 __all__ = ["common_prefix", "generate_shared", "generate_simple", "loglik_shared", "loglik_simple", "split_soft_prompt"]
@@ -38,7 +30,7 @@ def _ids(tokenizer, text: str) -> list[int]:
 # -------------------------------------------------------------- generation
 def generate_shared(model, tokenizer, prefix: str, suffixes: list[str], *, is_seq2seq: bool = False,
                     max_new_tokens: int = 32, batch_size: int = 32, progress: bool = False, desc: str = "eval") -> list[str]:
-    """Greedy first-line continuations of ``prefix + suffix`` for every suffix (fast engine)."""
+    """First-line continuations of ``prefix + suffix`` for every suffix (fast engine; ``decoding.current()``)."""
     ids = [prompt_ids(tokenizer, prefix + s, is_seq2seq=is_seq2seq) for s in suffixes]
     limits = [max_new_tokens] * len(ids)
     if is_seq2seq:

@@ -263,7 +263,8 @@ def markdown_report(results: dict, title: str = "Comparison") -> str:
 
 # ------------------------------------------------------------------ plots
 def plot(results: dict, out_dir: Path, k: int | None = None) -> list[Path]:
-    """tradeoff.png (tuned-task score vs Norm. Avg., ± SE bars), tasks.png (per-task bars, ± SE)."""
+    """tradeoff.png (tuned-task score vs Norm. Avg., ± SE bars), tasks.png (per-task bars, ± SE) at ``k`` shots (default:
+    the last of ``results["shots"]``); another count's plots are named ``tradeoff-Kshot.png``, ``tasks-Kshot.png``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -271,7 +272,7 @@ def plot(results: dict, out_dir: Path, k: int | None = None) -> list[Path]:
 
     out_dir = Path(out_dir)
     k = k if k is not None else results["shots"][-1]
-    key = str(k)
+    key, suffix = str(k), "" if k == results["shots"][-1] else f"-{k}shot"
     res = results["methods"]
     methods = list(res)
     paths = []
@@ -291,7 +292,7 @@ def plot(results: dict, out_dir: Path, k: int | None = None) -> list[Path]:
     ax.set_title("What fine-tuning gained vs what it kept")
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    p = out_dir / "tradeoff.png"
+    p = out_dir / f"tradeoff{suffix}.png"
     fig.savefig(p, dpi=120)
     plt.close(fig)
     paths.append(p)
@@ -311,7 +312,7 @@ def plot(results: dict, out_dir: Path, k: int | None = None) -> list[Path]:
     ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
-    p = out_dir / "tasks.png"
+    p = out_dir / f"tasks{suffix}.png"
     fig.savefig(p, dpi=120)
     plt.close(fig)
     paths.append(p)

@@ -4,9 +4,10 @@
 |---------------|-----------------------------------------------------------------------|
 | registry.py   | ``Stage``, ``Method``, ``register``/``get``/``names``                 |
 | standard.py   | full, prompt, lora                                                    |
-| promot.py     | promot, joint                                                         |
+| promot.py     | promot, joint, ft-random-prompt, promot-lora                          |
 | training.py   | ``wrap`` (attach a prompt/LoRA), ``prepare`` (which parameters train) |
 | soft_prompt.py, lora.py | the PEFT parts                                              |
+| posthoc.py    | wise-ft, lines: a model edited from base and a full run, no training  |
 
 Adding a method: CONTRIBUTING.md ("A fine-tuning method"). The registry entries are the lines below.
 """
@@ -28,7 +29,8 @@ def __getattr__(name: str):
 
 
 # the registry entries of the built-in methods, in the order --help lists them
-for _m in (standard.FULL, standard.PROMPT, standard.LORA, promot.PROMOT, promot.JOINT):
+for _m in (standard.FULL, standard.PROMPT, standard.LORA, promot.PROMOT, promot.JOINT, promot.FT_RANDOM_PROMPT,
+           promot.PROMOT_LORA):
     register(_m)
 
 __all__ = ["Method", "Stage", "compare_names", "get", "names", "param_groups", "prepare", "register", "trainable_state",

@@ -80,6 +80,8 @@ class Method(_Parts):
     help: str
     stages: tuple[Stage, ...]
     one_shot: bool = True  # ``retain compare`` offers NAME-1shot (the --one-shot variant)
+    attached: tuple[str, ...] = ()  # parts attached throughout that no stage trains (a fixed random prompt)
+    settings: tuple[tuple[str, object], ...] = ()  # TrainConfig fields the method fixes, e.g. (("prompt_init", "random"),)
 
     def __post_init__(self):
         if not self.name or "@" in self.name or self.name.endswith("-1shot") or self.name in RESERVED:
@@ -90,10 +92,25 @@ class Method(_Parts):
             raise ValueError(f"method {self.name!r}: stage names must differ (they name checkpoint folders)")
         if "prompt" in self.parts and "lora" in self.parts:
             raise ValueError(f"method {self.name!r}: a soft prompt and LoRA in one run are not supported")
+        if any(p not in PARTS or p == "model" for p in self.attached):
+            raise ValueError(f"method {self.name!r}: attached parts must be prompt or lora, got {self.attached!r}")
 
     @property
     def parts(self) -> tuple[str, ...]:
-        return tuple(dict.fromkeys(p for s in self.stages for p in s.parts))
+        """Every part the run holds: those its stages train, then those only attached."""
+        return tuple(dict.fromkeys([*(p for s in self.stages for p in s.parts), *self.attached]))
+
+    @property
+    def removable(self) -> tuple[str, ...]:
+        """The parts used for the tuned task only and removed for every other task (the paper's inference rule):
+        a soft prompt always; LoRA when the base weights change too (promot-lora), else LoRA *is* the tuned model."""
+        return tuple(p for p in self.parts if p == "prompt" or (p == "lora" and self.changes_base))
+
+    def configure(self, cfg):
+        """``cfg`` with the settings this method fixes (recorded in run.json as used)."""
+        import dataclasses
+
+        return dataclasses.replace(cfg, **dict(self.settings)) if self.settings else cfg
 
     uses_prompt = _Parts.trains_prompt  # a soft prompt is attached (saved as prompt/)
     uses_lora = _Parts.trains_lora  # LoRA adapters are attached (saved as lora/)
@@ -106,7 +123,7 @@ class Method(_Parts):
 
 
 
-RESERVED = ("base", "wise-ft")  # retain compare's own names
+RESERVED = ("base", "wise-ft", "lines")  # retain compare's own names (methods.posthoc.KINDS)
 class Registry:
     """Named entries (anything with ``.name`` and ``.help``), in registration order; the fine-tuning methods
     here and the continual methods (``retain.continual.methods``) are each one."""
@@ -151,13 +168,16 @@ def compare_names() -> tuple[str, ...]:
 
 def markdown_table() -> str:
     """The methods table of docs/METHODS.md (a test checks that the document holds it)."""
-    lines = ["| method | stages (parts trained: steps, learning rate) | artifacts | `-1shot` | what it is |",
-             "|---|---|---|---|---|"]
+    lines = ["| method | stages (parts trained: steps, learning rate) | artifacts | removed for other tasks | `-1shot` | what it is |",
+             "|---|---|---|---|---|---|"]
     for m in METHODS.values():
         stages = "; ".join(f"{s.name} ({s.trains}: `{s.steps}`, `{' or '.join(s.lr)}`"
                            + (f" else {s.default_lr:g}" if s.default_lr is not None else "")
                            + (f", prompt `{' or '.join(s.prompt_lr)}`" if s.trains_prompt else "") + ")"
                            for s in m.stages)
+        stages += "".join(f"; {p} attached, never trained" for p in m.attached)
+        stages += "".join(f"; `{k}` = {v}" for k, v in m.settings)
         arts = ", ".join(f"{a}/" for a in m.artifacts)
-        lines.append(f"| `{m.name}` | {stages} | {arts} | {'yes' if m.one_shot else 'no'} | {m.help} |")
+        removed = ", ".join(f"{p}/" for p in m.removable) or "-"
+        lines.append(f"| `{m.name}` | {stages} | {arts} | {removed} | {'yes' if m.one_shot else 'no'} | {m.help} |")
     return "\n".join(lines)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from retain.methods.lora import attach_lora
+from retain.methods.lora import attach_lora, lora_parameters
 from retain.methods.registry import Method, Stage, get
 from retain.methods.soft_prompt import attach_prompt, prompt_parameters
 
@@ -13,6 +13,7 @@ def wrap(model, tokenizer, method: Method | str, cfg, is_seq2seq: bool):
     """Wrap the base model with the parts the method (or registered method name) attaches: a soft prompt or LoRA."""
     if isinstance(method, str):
         method = get(method)
+    cfg = method.configure(cfg)
     if method.uses_prompt:
         return attach_prompt(model, tokenizer, cfg, is_seq2seq)
     if method.uses_lora:
@@ -28,6 +29,8 @@ def prepare(model, stage: Stage) -> None:
     base.requires_grad_(stage.trains_model)
     for p in prompt_parameters(model):
         p.requires_grad_(stage.trains_prompt)
+    for p in lora_parameters(model):  # attached, not trained by this stage (promot-lora stage 2)
+        p.requires_grad_(False)
 
 
 def param_groups(model, lr: float, prompt_lr: float) -> list[dict]:

@@ -6,9 +6,10 @@ Output directory ``DIR``::
     runs/METHOD/          each trained method, a normal run directory (retain train)
     evals/METHOD.json     each method's evaluation
     results.json          everything, per method
-    results.md            the paper's table layout, one table per shot count
-    tradeoff.png          tuned-task score vs Norm. Avg., one point per method
-    tasks.png             per-task scores, one bar per method
+    results.md            the paper's table layout, one table per shot count (--shots, default 1,4)
+    tradeoff.png          tuned-task score vs Norm. Avg., one point per method (the last shot count;
+                          tradeoff-Kshot.png for the others)
+    tasks.png             per-task scores, one bar per method (tasks-Kshot.png likewise)
     manifest.json         sha256 of every file
 
 While working, everything lives in the hidden sibling ``.DIR.partial``; it is
@@ -19,9 +20,11 @@ evaluated there. Different settings are refused (``--overwrite`` starts over).
 
 Methods: ``base`` (no training), every registered method (``retain.methods``),
 any of them with ``-1shot`` (``--one-shot``: a natural-language
-training example after the prompt, e.g. ``promot-1shot``), and ``wise-ft``:
-post-hoc interpolation ``(1-a) base + a full`` at ``--wise-alphas`` (no
-training; uses the ``full`` run, trained if missing).
+training example after the prompt, e.g. ``promot-1shot``), and the post-hoc
+baselines (``retain.methods.posthoc``; no training, from the ``full`` run,
+trained if missing): ``wise-ft``, interpolation ``(1-a) base + a full`` at
+``--wise-alphas``, and ``lines``, layer-scaled updates at ``--lines-alphas``
+and ``--lines-beta``.
 """
 
 from __future__ import annotations
@@ -39,15 +42,17 @@ from retain.data import TaskFormat, check_template, load_jsonl, template_fields
 from retain.distributed import begin, gather_sharded, is_main, main_only, on_main
 from retain.engine import check_precision
 from retain.errors import RetainError
-from retain.evaluation.decoding import DECODING, answer_budget
+from retain.evaluation.decoding import answer_budget, decoding, using
 from retain.evaluation.harness import TunedSpec, evaluate_all, output_space, tuned_task_name
 from retain.evaluation.metrics import resolve_metric
 from retain.evaluation.suite import load_suite
+from retain.methods import posthoc
 from retain.workflows.options import CompareOptions
+from retain.workflows.sweep import parse_sweep, run_config, run_of
 
 SETTINGS = "compare.json"
 RESULTS_FORMAT = 2  # 2: per-item units, standard errors, paired intervals
-UNTRAINED = ("base", "wise-ft")
+UNTRAINED = ("base", *posthoc.KINDS)
 
 
 def parse_methods(text: str) -> list[str]:
@@ -58,17 +63,17 @@ def parse_methods(text: str) -> list[str]:
     for m in methods:
         if m not in UNTRAINED and m not in known:
             raise RetainError(f"--methods: unknown method '{m}' (choose from base, {', '.join(registry.names())}, "
-                              "any of those with -1shot, wise-ft)")
+                              "any of those with -1shot, wise-ft, lines)")
     return list(dict.fromkeys(methods))
 
 
-def parse_alphas(text: str) -> list[float]:
+def parse_alphas(text: str, flag: str = "--wise-alphas") -> list[float]:
     try:
         alphas = [float(a) for a in text.split(",") if a.strip()]
     except ValueError:
-        raise RetainError(f"--wise-alphas: expected numbers like 0.25,0.5,0.75, got '{text}'") from None
+        raise RetainError(f"{flag}: expected numbers like 0.25,0.5,0.75, got '{text}'") from None
     if not alphas or any(not 0.0 <= a <= 1.0 for a in alphas):
-        raise RetainError(f"--wise-alphas: expected numbers in [0, 1], got '{text}'")
+        raise RetainError(f"{flag}: expected numbers in [0, 1], got '{text}'")
     return alphas
 
 
@@ -170,7 +175,8 @@ def settings_of(cfg: TrainConfig, opts: CompareOptions, inputs: Inputs) -> dict:
     settings = {"model": cfg.model, "train_sha256": sha256_file(cfg.train), "validation_sha256": sha256_file(cfg.validation),
                 "suite": opts.suite, "shots": inputs.shots, "examples": opts.examples, "tuned_examples": opts.tuned_examples,
                 "seed": opts.seed, "train_options": {k: v for k, v in dataclasses.asdict(cfg).items() if k not in skip},
-                "trials": opts.trials, "seeds": opts.seeds, "results_format": RESULTS_FORMAT, "decoding": DECODING.record()}
+                "trials": opts.trials, "seeds": opts.seeds, "results_format": RESULTS_FORMAT,
+                "decoding": decoding(opts.num_beams).record()}
     if opts.engine != "fast":  # recorded only when not the default, so that earlier directories still resume
         settings["engine"] = opts.engine
     if opts.suite != "builtin":
@@ -179,11 +185,13 @@ def settings_of(cfg: TrainConfig, opts: CompareOptions, inputs: Inputs) -> dict:
     return settings
 
 
-def expand(methods: list[str], alphas) -> list[str]:
-    """The evaluated names in order: ``wise-ft`` becomes one name per interpolation weight."""
+def expand(methods: list[str], opts: CompareOptions) -> list[str]:
+    """The evaluated names in order: ``wise-ft`` and ``lines`` become one name per weight."""
+    weights = {"wise-ft": (parse_alphas(opts.wise_alphas), None),
+               "lines": (parse_alphas(opts.lines_alphas, "--lines-alphas"), opts.lines_beta)}
     order = []
     for method in methods:
-        order += [f"wise-ft-{a:g}" for a in alphas] if method == "wise-ft" else [method]
+        order += posthoc.names(method, *weights[method]) if method in weights else [method]
     return order
 
 
@@ -215,7 +223,7 @@ class Comparison:
         for name, s in jobs:
             if name == "base" or self.eval_path(name, s).is_file():
                 continue
-            method = "full" if name.startswith("wise-ft-") else name
+            method = run_of(name)
             d = self.run_dir(method, s)
             if (d / "run.json").is_file():
                 self.log(f"[compare] {seeded(method, s)}: already trained, reusing {d}")
@@ -229,8 +237,8 @@ class Comparison:
         from retain.workflows.train import train
 
         for method, s, resume in on_main(self.missing_runs, jobs):
-            c = dataclasses.replace(self.cfg, method=method.removesuffix("-1shot"), one_shot=method.endswith("-1shot"),
-                                    output=str(self.run_dir(method, s)), overwrite=False, seed=self.cfg.seed + s, resume=resume)
+            c = run_config(self.cfg, method, output=str(self.run_dir(method, s)), overwrite=False, seed=self.cfg.seed + s,
+                           resume=resume)
             self.log(f"[compare] training {seeded(method, s)}")
             train(c, progress=self.log)
 
@@ -249,9 +257,9 @@ class Comparison:
             max_new = answer_budget(b.tokenizer, [r["output"] for r in inputs.train_rows], given=self.cfg.max_new_tokens)
             tuned = self.tuned(TaskFormat(self.cfg.template, None, b.is_seq2seq), inputs.metric, max_new)
             return evaluate_all(b.model, b.tokenizer, inputs.tasks, inputs.shots, is_seq2seq=b.is_seq2seq, tuned=tuned, **common)
-        if name.startswith("wise-ft-"):
-            ft, b = load_run(self.run_dir("full", s)), self.base()
-            model = interpolate(b.model, ft.model, float(name[len("wise-ft-"):]))
+        if posthoc.is_posthoc(name):
+            ft, b = load_run(self.run_dir(run_of(name), s)), self.base()
+            model = posthoc.posthoc_model(name.partition("@")[0], b.model, ft.model)
             tuned = self.tuned(TaskFormat(self.cfg.template, None, b.is_seq2seq), inputs.metric, ft.info.get("max_new_tokens", 32))
             return evaluate_all(model, b.tokenizer, inputs.tasks, inputs.shots, is_seq2seq=b.is_seq2seq, tuned=tuned,
                                 train_seed=s, **common)
@@ -295,8 +303,8 @@ def _results(cfg: TrainConfig, opts: CompareOptions, inputs: Inputs, title: str,
                       "tuned-task items": min(opts.tuned_examples, len(inputs.val_rows)), "steps (single-stage)": cfg.max_steps,
                       "promot steps": f"{cfg.stage1_steps} + {cfg.stage2_steps}", "seed": opts.seed,
                       "draws": f"{opts.trials} demonstration draw(s) x {opts.seeds} training seed(s)",
-                      "decoding": "greedy, first line"},
-            "decoding": DECODING.record(), "trials": opts.trials, "seeds": opts.seeds,
+                      "decoding": f"beam search ({opts.num_beams} beams)" if opts.num_beams > 1 else "greedy, first line"},
+            "decoding": decoding(opts.num_beams).record(), "trials": opts.trials, "seeds": opts.seeds,
             "methods": {name: merge_seeds(runs) for name, runs in evals.items()}}
 
 
@@ -311,15 +319,18 @@ def compare(cfg: TrainConfig, opts: CompareOptions, *, out: Path, title: str | N
 
     begin(cfg.deepspeed)  # under a launch of N processes: every one runs this; the main one writes
     log = main_only(log)
+    cfg = dataclasses.replace(cfg, num_beams=opts.num_beams)  # checkpoint selection decodes as the evaluation
     out, title = Path(out), title or opts.title
-    names = expand(parse_methods(opts.methods), parse_alphas(opts.wise_alphas))
+    sweep = parse_sweep(opts.sweep)
+    names = [v for n in expand(parse_methods(opts.methods), opts) for v in (sweep.names(n) if sweep else [n])]
     inputs = check_inputs(cfg, opts)
     staging = on_main(lambda: _prepare_dir(out, settings_of(cfg, opts, inputs), cfg.overwrite))
     tuned_name = tuned_name or tuned_task_name(cfg.train)
     work = Comparison(cfg, opts, inputs, staging, tuned_name, log)
     jobs = [(name, s) for name in names for s in range(1 if name == "base" else opts.seeds)]
     work.train_missing(jobs)
-    done = work.evaluate_all(jobs)
+    with using(opts.num_beams):
+        done = work.evaluate_all(jobs)
 
     def finish() -> dict:
         work.save_evaluations(jobs, done)
@@ -328,7 +339,7 @@ def compare(cfg: TrainConfig, opts: CompareOptions, *, out: Path, title: str | N
             evals.setdefault(name, []).append(res)
         results = _results(cfg, opts, inputs, title, tuned_name, evals)
         results["paired"] = compare_methods(results)
-        write_outputs(results, staging, title)
+        write_outputs(results, staging, title, sweep)
         for p in staging.rglob("*.partial"):
             shutil.rmtree(p, ignore_errors=True)
         commit(staging, out)
@@ -369,26 +380,14 @@ def merge_seeds(evals: list[dict]) -> dict:
     return attach_summaries(out)
 
 
-def write_outputs(results: dict, root: Path, title: str) -> None:
+def write_outputs(results: dict, root: Path, title: str, sweep=None) -> None:
+    from retain.analysis.frontier import write_frontier
     from retain.evaluation.report import markdown_report, plot
 
+    if sweep:  # each method's frontier over the swept values: results["frontier"], frontier.md, frontier.png
+        write_frontier(results, root, sweep.fields, sweep.values)
     write_json(root / "results.json", results)
     write_text(root / "results.md", markdown_report(results, title))
-    plot(results, root)
+    for k in results["shots"]:
+        plot(results, root, k)
 
-
-def interpolate(base_model, tuned_model, alpha: float):
-    """WiSE-FT: a copy of the model with weights (1 - alpha) * base + alpha * tuned."""
-    import copy
-
-    import torch
-
-    tuned_state = tuned_model.state_dict()
-    model = copy.deepcopy(base_model)
-    done: set[int] = set()  # tied weights (embeddings = LM head) are one tensor under two names: move it once
-    with torch.no_grad():
-        for name, p in model.state_dict().items():
-            if name in tuned_state and p.dtype.is_floating_point and p.data_ptr() not in done:
-                done.add(p.data_ptr())
-                p.copy_((1.0 - alpha) * p + alpha * tuned_state[name].to(p.dtype))
-    return model.eval()

@@ -10,17 +10,18 @@ from pathlib import Path
 
 from retain.artifacts import JsonlLog, check_output, commit, staging_dir, verify_manifest, write_json
 from retain.config import to_dict
+from retain.continual import general
 from retain.continual import methods as registry
 from retain.continual.config import ContinualConfig
 from retain.continual.context import Context, Previous, max_new_tokens
-from retain.continual.measure import summarize
+from retain.continual.measure import add_figures, learnt_index
 from retain.continual.registry import KIND, REGISTRY_FILE, check_base, read_info
 from retain.continual.report import write_results
 from retain.continual.tasks import Task, load_task, load_tasks, read_task_config
 from retain.distributed import begin, fsdp_requested, is_main, main_only, on_main, parallelism, world
 from retain.engine import check_precision
 from retain.errors import RetainError
-from retain.evaluation.decoding import DECODING
+from retain.evaluation.decoding import current
 from retain.models import load_model, model_options
 from retain.versions import library_versions
 
@@ -52,6 +53,7 @@ def check_inputs(cfg: ContinualConfig, task_dirs: list[str]) -> tuple[Previous |
     if cfg.osf_rank >= 1:
         raise RetainError(f"--osf-rank must be below 1 (the share of singular directions frozen for the first task), got {cfg.osf_rank}")
     overrides = read_task_config(cfg.task_config)
+    general.check(cfg, registry.get(cfg.method).registry)
     previous = _previous(cfg)
     if not cfg.output and previous is None:
         raise RetainError("--output is required")
@@ -124,6 +126,7 @@ def _run(cfg, loaded, fingerprint: str, previous: Previous | None, tasks: list[T
     log({"event": "start", "method": cfg.method, "model": cfg.model, "tasks": [t.name for t in tasks],
          "resumed_from": str(previous.path) if previous else None})
     ctx = Context(cfg, loaded, staging, log, progress)
+    ctx.start(tasks, {t.name: t.max_new_tokens for t in tasks})  # the base model: on the new tasks, the general suite
     method = ctx.method
     run = method.runner()(ctx, tasks, {t.name: t.max_new_tokens for t in old + tasks}, previous)
     on_main(_write, cfg, loaded, fingerprint, previous, tasks, staging, command, t0, ctx, run)
@@ -139,6 +142,7 @@ def _write(cfg, loaded, fingerprint: str, previous: Previous | None, tasks: list
     earlier_file = previous.path / "results.json" if previous else None
     earlier = json.loads(earlier_file.read_text()) if earlier_file is not None and earlier_file.is_file() else None
     results = _results(cfg, [t.name for t in all_tasks], [t.metric for t in all_tasks], run, earlier, command, fingerprint)
+    add_figures(results, earlier, ctx.base_scores, ctx.general)
     results["training"] = ctx.records
     results["versions"] = library_versions()
     results["world_size"], results["parallelism"] = world()[1], parallelism()
@@ -147,7 +151,7 @@ def _write(cfg, loaded, fingerprint: str, previous: Previous | None, tasks: list
         info = {
             "kind": KIND, "base": {"spec": cfg.model, "fingerprint": fingerprint, "is_seq2seq": loaded.is_seq2seq},
             "feature_model": {"spec": cfg.feature_model, "fingerprint": run["features_fingerprint"]},
-            "tasks": [t.spec() for t in all_tasks], "config": to_dict(cfg),
+            "tasks": [t.spec() for t in all_tasks], "config": to_dict(cfg), "general": run.get("general"),
         }
         write_json(staging / REGISTRY_FILE, info)
     write_results(staging, results)
@@ -180,19 +184,20 @@ def _results(cfg, names, metrics, run, earlier, command, fingerprint) -> dict:
     routing = list(earlier.get("routing") or []) if earlier else []
     for name, ev in zip(run["stages"], run["evals"]):
         stages.append(name)
-        R.append([ev[n]["score"] if n in ev else None for n in names])
-        R_se.append([ev[n].get("se") if n in ev else None for n in names])
+        learnt = learnt_index(names, name)  # a column after it is the next task, scored before it is learnt (FWT)
+        R.append([ev[n]["score"] if n in ev and j <= learnt else None for j, n in enumerate(names)])
+        R_se.append([ev[n].get("se") if n in ev and j <= learnt else None for j, n in enumerate(names)])
         details.append(ev)
     routing += run.get("routing", [])
     constraint = {}
-    for n in names:
-        vals = [d.get(n, {}).get("constraint") for d in details]
+    for j, n in enumerate(names):
+        vals = [d.get(n, {}).get("constraint") if j <= learnt_index(names, st) else None for st, d in zip(stages, details)]
         if any(v is not None for v in vals):
             constraint[n] = vals
     res = {"method": cfg.method, "model": cfg.model, "base_fingerprint": fingerprint, "tasks": names, "metrics": metrics,
            "stages": stages, "R": R, "R_se": R_se, "n": {n: run["evals"][-1].get(n, {}).get("n") for n in names} if run["evals"] else {},
-           "decoding": DECODING.record(), "summary": summarize(R), "constraint": constraint, "details": details,
-           "config": to_dict(cfg), "command": command}
+           "decoding": current().record(), "summary": None, "constraint": constraint, "details": details,
+           "config": to_dict(cfg), "command": command}  # "summary", "transfer", "general": measure.add_figures
     if "routing" in run:  # switchcit's switch, or arrow's
         res["routing"] = routing
     if "switch_fit" in run:

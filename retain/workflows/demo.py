@@ -1,4 +1,4 @@
-"""``retain demo``: the built-in sentiment task through ``retain compare`` (base / full / promot)."""
+"""``retain demo``: the built-in sentiment task through ``retain compare`` (base / full / promot), 1- and 4-shot."""
 
 from __future__ import annotations
 
@@ -35,13 +35,14 @@ def demo(o: DemoOptions, log=print) -> dict:
                       output=str(out), template=DEMO_TEMPLATE, max_steps=o.steps, stage1_steps=o.steps,
                       stage2_steps=o.steps, lr=o.lr, stage2_lr=o.lr, eval_every=0, max_length=64, batch_size=8,
                       save_every=0, log_every=10, eval_batch_size=32, overwrite=o.overwrite)
-    opts = CompareOptions(methods=o.methods, suite="builtin", shots="4", examples=o.examples, tuned_examples=100, seed=0)
+    opts = CompareOptions(methods=o.methods, suite="builtin", examples=o.examples, tuned_examples=100, seed=0)  # compare's shots
     log(f"[demo] task: synthetic reviews -> positive/negative, template {DEMO_TEMPLATE!r}; methods {','.join(methods)}; "
-        f"{o.steps} steps per stage at lr {o.lr:g}; suite: builtin, 4-shot, {o.examples} items per task")
+        f"{o.steps} steps per stage at lr {o.lr:g}; suite: builtin, {opts.shots}-shot, {o.examples} items per task")
     results = compare(cfg, opts, out=out, title="retain demo", tuned_name="demo-sentiment", log=log)
-    log("")
-    log(comparison_table(results, 4))
-    log("")
-    log(paired_table(results, 4))
+    for k in results["shots"]:
+        log(f"\n{k}-shot")
+        log(comparison_table(results, k))
+        log("")
+        log(paired_table(results, k))
     log(f"\n[demo] done in {time.time() - t0:.0f}s; table {out}/results.md, plots {out}/tradeoff.png and {out}/tasks.png")
     return results

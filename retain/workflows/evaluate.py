@@ -7,6 +7,7 @@ from pathlib import Path
 from retain.artifacts import check_output_file, write_json
 from retain.data import TaskFormat, load_jsonl, template_fields
 from retain.errors import RetainError
+from retain.evaluation.decoding import using
 from retain.evaluation.harness import TunedSpec, evaluate_all, output_space, suite_table, tuned_task_name
 from retain.evaluation.suite import load_suite
 from retain.workflows.options import EvalCommand, EvalOptions
@@ -56,22 +57,25 @@ def _evaluate_run(o: EvalCommand, tasks, shots) -> dict:
     return res
 
 
+def _evaluate_model(o: EvalCommand, tasks, shots) -> dict:
+    if o.prompt == "on":
+        raise RetainError("--prompt on needs --run (a plain --model has no soft prompt)")
+    if o.tuned_data:
+        raise RetainError("--tuned-data needs --run (it scores a run's tuned task in its format)")
+    from retain.models import load_model, model_options
+
+    loaded = load_model(o.model, **model_options(o))
+    res = evaluate_all(loaded.model, loaded.tokenizer, tasks, shots, is_seq2seq=loaded.is_seq2seq, seed=o.seed,
+                       engine=o.engine, batch_size=o.batch_size, progress=True, trials=o.trials)
+    res["model"] = o.model
+    return res
+
+
 def evaluate(o: EvalCommand, log=print) -> dict:
     tasks, shots = check_suite(o)
     check_output_file(o.output)
-    if o.run:
-        res = _evaluate_run(o, tasks, shots)
-    else:
-        if o.prompt == "on":
-            raise RetainError("--prompt on needs --run (a plain --model has no soft prompt)")
-        if o.tuned_data:
-            raise RetainError("--tuned-data needs --run (it scores a run's tuned task in its format)")
-        from retain.models import load_model, model_options
-
-        loaded = load_model(o.model, **model_options(o))
-        res = evaluate_all(loaded.model, loaded.tokenizer, tasks, shots, is_seq2seq=loaded.is_seq2seq, seed=o.seed,
-                           engine=o.engine, batch_size=o.batch_size, progress=True, trials=o.trials)
-        res["model"] = o.model
+    with using(o.num_beams):
+        res = _evaluate_run(o, tasks, shots) if o.run else _evaluate_model(o, tasks, shots)
     res["suite"] = o.suite
     for k in shots:
         log(f"\n{k}-shot")

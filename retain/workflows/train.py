@@ -6,6 +6,7 @@ not a model load; nothing is written until the data and flags are valid.
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 import sys
@@ -21,9 +22,10 @@ from retain.distributed import begin, is_main, main_only, on_main, parallelism, 
 from retain.engine import check_precision, load_state, run_stage, save_state
 from retain.engine.checkpoints import full_state, is_sharded, part_state, save_pretrained
 from retain.errors import RetainError
-from retain.evaluation.decoding import answer_budget
+from retain.evaluation.decoding import answer_budget, using
 from retain.evaluation.harness import evaluate_tuned
 from retain.evaluation.metrics import resolve_metric
+from retain.methods.lora import plain_state
 from retain.models import load_model, model_options
 from retain.versions import __version__, library_versions
 
@@ -64,6 +66,7 @@ def setup(cfg: TrainConfig) -> Setup:
     """Check inputs, load the model, tokenize; nothing is written."""
     _warn_single_process_launch()
     method = methods.get(cfg.method)
+    cfg = method.configure(cfg)  # the settings the method fixes, recorded as used
     train_examples, val_examples = validated_inputs(cfg)
     outputs = [e["output"] for e in train_examples]
     metric = resolve_metric(cfg.metric, outputs)
@@ -89,14 +92,16 @@ def checkpoint_metric(s: Setup):
     sample = s.validation[: cfg.eval_samples]
 
     def evaluate(model) -> float:
-        return evaluate_tuned(model, s.loaded.tokenizer, sample, s.fmt, s.metric, is_seq2seq=s.loaded.is_seq2seq,
-                              max_new_tokens=s.max_new, batch_size=cfg.eval_batch_size, shard=True)["score"]
+        with using(cfg.num_beams):  # the decoding of the reported evaluation (--num-beams)
+            return evaluate_tuned(model, s.loaded.tokenizer, sample, s.fmt, s.metric, is_seq2seq=s.loaded.is_seq2seq,
+                                  max_new_tokens=s.max_new, batch_size=cfg.eval_batch_size, shard=True)["score"]
 
     return evaluate
 
 
-def fit(s: Setup, model, staging: Path, log, progress) -> list[dict]:
-    """Every stage of the method, through the engine; a stage finished before an interruption is reloaded."""
+def fit(s: Setup, model, staging: Path, log, progress, observe=None) -> list[dict]:
+    """Every stage of the method, through the engine; a stage finished before an interruption is reloaded.
+    ``observe(setup, trainer, stage) -> [TrainerCallback]``: callbacks that measure each stage as it trains."""
     cfg, records = s.cfg, []
     evaluate = checkpoint_metric(s)
     for stage in s.method.stages:
@@ -110,7 +115,8 @@ def fit(s: Setup, model, staging: Path, log, progress) -> list[dict]:
             continue
         progress(f"[retain] {cfg.method} {stage.name}: training {stage.trains} for {steps} steps at lr {lr:g}")
         rec = run_stage(model, s.loaded.tokenizer, stage, rows=s.data.rows, steps=steps, lr=lr, prompt_lr=prompt_lr, cfg=cfg,
-                        stage_dir=stage_dir, evaluate=evaluate, log=log, resume=cfg.resume)
+                        stage_dir=stage_dir, evaluate=evaluate, log=log, resume=cfg.resume,
+                        observe=observe and functools.partial(observe, s))
         save_state(model, stage_dir / "final.safetensors")  # every process (gathered if sharded); the main one writes
         on_main(write_json, done, rec)
         records.append(rec)
@@ -120,9 +126,10 @@ def fit(s: Setup, model, staging: Path, log, progress) -> list[dict]:
     return records
 
 
-def train(cfg: TrainConfig, *, progress=print) -> Path:
+def train(cfg: TrainConfig, *, progress=print, observe=None) -> Path:
     """Train ``cfg.method``; under a launch of N processes every process calls this and trains its share of each
-    batch, and the main process writes the run."""
+    batch, and the main process writes the run. ``observe(setup, trainer, stage)``: extra callbacks per stage
+    (``retain analyze``)."""
     t_start = time.time()
     begin(cfg.deepspeed)
     progress = main_only(progress)
@@ -133,7 +140,7 @@ def train(cfg: TrainConfig, *, progress=print) -> Path:
     log = JsonlLog(staging / "train_log.jsonl", t_start, enabled=is_main())
     log({"event": "start", "method": cfg.method, "model": cfg.model, "examples": len(s.data.rows), "truncated": s.data.truncated})
     model = methods.wrap(s.loaded.model, s.loaded.tokenizer, s.method, cfg, s.loaded.is_seq2seq)
-    records = fit(s, model, staging, log, progress)
+    records = fit(s, model, staging, log, progress, observe)
     save(s, model, staging, records, t_start)
     on_main(commit, staging, out)
     return out
@@ -157,7 +164,10 @@ def save(s: Setup, model, root: Path, records: list[dict], t_start: float) -> No
         save_pretrained(model, root / "lora", state)
     if method.changes_base:
         base = model.get_base_model() if hasattr(model, "get_base_model") else model
-        save_pretrained(base, root / "model", state and part_state(state, model, base), safe_serialization=True)
+        base_state = state and part_state(state, model, base)
+        if method.uses_lora:  # promot-lora: the LoRA is in lora/, model/ holds the plain tuned weights
+            base_state = plain_state(base_state or full_state(base))
+        save_pretrained(base, root / "model", base_state, safe_serialization=True)
         on_main(s.loaded.tokenizer.save_pretrained, str(root / "model"))
     on_main(lambda: write_json(root / RUN_FILE, run_info(s, root, records, time.time() - t_start)))
 
@@ -171,6 +181,7 @@ def run_info(s: Setup, root: Path, records: list[dict], wall: float) -> dict:
         "config": to_dict(cfg),
         "base": {"spec": cfg.model, "fingerprint": s.fingerprint, "is_seq2seq": s.loaded.is_seq2seq},
         "format": {"template": s.fmt.template, "one_shot": s.fmt.one_shot},
+        "removable": list(s.method.removable),  # parts used for the tuned task only (run.load_run)
         "metric": s.metric,
         "max_new_tokens": s.max_new,
         "max_length": s.max_length,
