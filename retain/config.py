@@ -125,7 +125,7 @@ class TrainConfig(EngineOptions):
     # evaluation and checkpoints
     eval_every: int = opt(50, "Evaluate on --validation every N steps of each stage and keep the best; 0 keeps the last weights.", nonneg=True)
     eval_samples: int = opt(200, "Validation examples used for checkpoint selection (the first N).", positive=True)
-    metric: str = opt("auto", "Tuned-task metric: accuracy, exact_match, bleu, chrf, rouge1, rouge2, rougeL; auto: accuracy when the training outputs take at most 20 distinct values, exact_match when they average at most 3 words, else chrf (the same rule as a suite task's auto).")
+    metric: str = opt("auto", "Tuned-task metric: accuracy, exact_match, bleu, chrf, rouge1, rouge2, rougeL, sari (against each example's 'source' field, else its input); auto: accuracy when the training outputs take at most 20 distinct values, exact_match when they average at most 3 words, else chrf (the same rule as a suite task's auto).")
     max_new_tokens: int | None = opt(None, "Generation length for evaluation; default: longest training output in tokens + 4.")
     num_beams: int = opt(1, "Beams when generating for checkpoint selection: 1 = greedy; the paper used 4.", positive=True)
     resume: bool = opt(False, "Continue an interrupted run from its last checkpoint.")

@@ -10,7 +10,7 @@ import torch
 
 from retain.errors import RetainError
 from retain.tokens import pad_right, prompt_ids
-from tests.conftest import cli, write_jsonl
+from tests.conftest import ROOT, SHARED, cli, write_jsonl
 
 WORDS = ["apple", "river", "stone", "cloud", "tiger", "lemon", "piano", "storm", "candle", "forest", "mirror", "rocket"]
 TASKS = {  # distinct instructions, so the switch can tell them apart
@@ -178,7 +178,7 @@ def test_resume_adds_task_old_adapters_bit_identical_outputs_unchanged(registry,
     assert proc.returncode == 2 and "different base model" in proc.stderr
 
 
-@pytest.mark.parametrize("method", ["sequential", "sequential-lora", "replay", "multitask"])
+@pytest.mark.parametrize("method", ["sequential", "sequential-lora", "replay", "multitask", "osf"])
 def test_baselines(method, data, tmp_path):
     from retain.continual.config import ContinualConfig
     from retain.workflows.continual import run_continual
@@ -211,6 +211,18 @@ def test_bad_inputs_one_line_nothing_written(data, tmp_path):
     assert not out.exists() and not list(tmp_path.glob(".out*"))
     proc = cli("continual", "--method", "sequential", "--resume-from", tmp_path, "--tasks", data["rev"], check=False)
     assert proc.returncode == 2 and "SwitchCIT" in proc.stderr
+
+
+def test_best_weights_are_chosen_on_rows_apart_from_those_that_measure_R():
+    from types import SimpleNamespace
+
+    from retain.continual.context import selection_rows
+    from retain.continual.tasks import Task
+
+    task = Task("t", "t", validation=[{"input": str(i), "output": "x"} for i in range(10)])
+    assert [r["input"] for r in selection_rows(task, SimpleNamespace(eval_samples=4, select_samples=3))] == ["4", "5", "6"]
+    assert [r["input"] for r in selection_rows(task, SimpleNamespace(eval_samples=8, select_samples=5))] == ["8", "9"]
+    assert [r["input"] for r in selection_rows(task, SimpleNamespace(eval_samples=10, select_samples=2))] == ["0", "1"]
 
 
 def test_summary_figures():
@@ -315,3 +327,185 @@ def test_adapter_initialisation_depends_on_the_seed_only(tmp_path):
         weights.append({n: p.detach().clone() for n, p in model.named_parameters() if "lora_A" in n})
     assert weights[0].keys() == weights[1].keys() and weights[0]
     assert all(torch.equal(weights[0][n], weights[1][n]) for n in weights[0])
+
+
+def test_simplification_task_is_scored_with_sari_against_the_sentence(tmp_path):
+    from retain.continual.measure import task_scores
+    from retain.continual.tasks import load_task, read_task_config
+    from retain.evaluation.metrics import sari
+
+    simp = SHARED / "cit" / "simp"
+    if not simp.is_dir():
+        pytest.skip("../shared/data/cit not present")
+    overrides = read_task_config(str(ROOT / "bench" / "cit_tasks.yaml"))
+    task = load_task(str(simp), overrides)
+    assert task.metric == "sari"
+    row = task.validation[0]
+    assert row["source"] == row["input"].removeprefix("Simplify the following sentence: ") != row["input"]
+    preds = [r["output"] for r in task.validation[:5]]
+    got = task_scores(task, preds, 5)
+    assert got["score"] == pytest.approx(sum(sari(r["source"], p, r["references"]) for r, p in zip(task.validation, preds)) / 5, abs=1e-4)
+    assert got["se"] > 0 and got["units"][0]["sources"][0] == row["source"]
+    # the source matters: against the whole instruction the same answers score differently
+    assert sari(row["input"], preds[0], row["references"]) != pytest.approx(sari(row["source"], preds[0], row["references"]))
+    bad = tmp_path / "simp"
+    bad.mkdir()
+    write_jsonl(bad / "train.jsonl", [{"input": "x", "output": "y"}])
+    write_jsonl(bad / "validation.jsonl", [{"input": "Shorten: a b", "output": "a"}])
+    with pytest.raises(RetainError, match="row 1: input does not start with"):
+        load_task(str(bad), {"simp": {"metric": "sari", "source_prefix": "Simplify: "}})
+
+
+def _switchcit_args(data, out, *extra):
+    return ["continual", "--model", "tiny-random-llama", "--method", "switchcit", "--tasks", data["rev"], data["up"],
+            "--output", out, "--max-steps", 30, "--batch-size", 4, "--lr", "1e-2", "--eval-samples", 2, "--select-samples", 2,
+            "--eval-every", 10, "--save-every", 5, "--max-new-tokens", 4, "--retain-min", 8, "--switch-epochs", 5, *extra]
+
+
+def _registry_tensors(root):
+    from safetensors.torch import load_file
+
+    return {f"{p.relative_to(root)}:{k}": v for p in sorted(root.rglob("*.safetensors")) for k, v in load_file(str(p)).items()}
+
+
+@pytest.mark.slow
+def test_sigkill_mid_task_then_resume_equals_uninterrupted_run(data, tmp_path):
+    """Killed (SIGKILL) in task 2 after a checkpoint; --resume reloads task 1, continues task 2 from the checkpoint.
+
+    Equal tensors, not a tolerance: on one CPU process the resumed run restores the model, optimizer, scheduler and
+    RNG states the Trainer checkpointed, reads the same batches in the same order and runs the same kernels, and the
+    switch is fitted (seeded) on features of the unchanged base, so every float operation is repeated exactly."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    ref = tmp_path / "ref"
+    cli(*_switchcit_args(data, ref))
+    out = tmp_path / "killed"
+    staging = tmp_path / ".killed.partial"
+    target = random.Random().choice([5, 10, 15, 20])
+    proc = subprocess.Popen([sys.executable, "-m", "retain", *map(str, _switchcit_args(data, out))],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if (staging / "checkpoints" / "up" / f"checkpoint-{target}" / "trainer_state.json").is_file():
+            break
+        time.sleep(0.005)
+    assert proc.poll() is None, f"run ended before it could be killed:\n{proc.stderr.read()[-2000:]}"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not out.exists() and (staging / "checkpoints" / "rev" / "done.json").is_file()
+
+    mismatch = cli(*_switchcit_args(data, out, "--resume", "--max-steps", 31), check=False)
+    assert mismatch.returncode == 2 and "other settings (max_steps)" in mismatch.stderr
+    resumed = cli(*_switchcit_args(data, out, "--resume"))
+    assert "rev: already complete, loaded" in resumed.stdout
+    log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert any(e.get("resumed_from") for e in log if e["event"] == "stage_start" and e["stage"] == "up"), "did not resume task 2"
+
+    a, b = _registry_tensors(ref), _registry_tensors(out)
+    assert a.keys() == b.keys() and any("switch" in k for k in a) and any("adapters/up" in k for k in a)
+    for k in a:
+        assert torch.equal(a[k], b[k]), f"{k} differs after resume (killed in task 2 at checkpoint {target})"
+    ra, rb = (json.loads((d / "results.json").read_text()) for d in (ref, out))
+    best = lambda res: [(r["best"]["step"], r["best"]["score"]) for r in res["training"]]  # noqa: E731
+    assert ra["R"] == rb["R"] and best(ra) == best(rb)
+    assert [[e["step"] for e in r["evaluations"]] for r in rb["training"]] == [[10, 20, 30]] * 2  # --eval-every, per task
+    assert (out / "switch" / "instructions.jsonl").read_text() == (ref / "switch" / "instructions.jsonl").read_text()
+
+
+def test_arrow_routes_switchcits_own_adapters_with_peft_arrow(data, tmp_path):
+    from safetensors.torch import load_file
+
+    from retain.continual.config import ContinualConfig
+    from retain.workflows.continual import run_continual
+
+    runs = {}
+    for method in ("arrow", "switchcit"):
+        out = tmp_path / method
+        cfg = ContinualConfig(model="tiny-random-llama", method=method, output=str(out), max_steps=2, batch_size=4, eval_samples=3,
+                              max_new_tokens=3, eval_every=0, retain_min=4, switch_epochs=2)
+        run_continual(cfg, [str(data["rev"]), str(data["up"]), str(data["dbl"])], progress=lambda m: None)
+        runs[method] = json.loads((out / "results.json").read_text())
+        assert (out / "adapters" / "dbl" / "adapter_model.safetensors").is_file()
+    assert not (tmp_path / "arrow" / "registry.json").exists() and not (tmp_path / "arrow" / "switch").exists()
+    for task in ("rev", "up", "dbl"):  # the same per-task training as switchcit: the same adapters
+        a = load_file(str(tmp_path / "arrow" / "adapters" / task / "adapter_model.safetensors"))
+        b = load_file(str(tmp_path / "switchcit" / "adapters" / task / "adapter_model.safetensors"))
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    res = runs["arrow"]
+    assert res["stages"] == ["rev", "up", "dbl"] and len(res["routing"]) == 3 and "switch_fit" not in res
+    assert res["routing"][-1]["labels"] == ["rev", "up", "dbl"] and sum(map(sum, res["routing"][-1]["confusion"])) == 9
+
+
+def test_arrow_routing_measure_is_the_weighting_peft_applies(data, tmp_path):
+    """The routing weights ``arrow_routes`` reads reproduce each Arrow layer's own output: sum_e w_e * scale_e * B_e A_e x."""
+    import copy
+
+    from peft import get_peft_model
+
+    from retain.continual.arrow import ROUTER, arrow_model, arrow_routes
+    from retain.continual.config import ContinualConfig
+    from retain.methods.lora import lora_config
+    from retain.models import load_model
+
+    loaded = load_model("tiny-random-llama")
+    cfg = ContinualConfig(model="tiny-random-llama")
+    base = loaded.model
+    dirs = []
+    for i in range(3):
+        torch.manual_seed(i)
+        m = get_peft_model(copy.deepcopy(base), lora_config(cfg, False), adapter_name=f"a{i}")
+        for n, p in m.named_parameters():
+            if "lora_B" in n:
+                torch.nn.init.normal_(p, std=0.5)
+        m.save_pretrained(str(tmp_path / "ad"), selected_adapters=[f"a{i}"])
+        dirs.append(tmp_path / "ad" / f"a{i}")
+    model = arrow_model(base, dirs, top_k=2, temperature=1.0, seed=0)
+    layer = next(m for m in model.modules() if hasattr(m, "lora_arrow") and ROUTER in m.lora_arrow)
+    seen = {}
+    layer.lora_arrow[ROUTER].register_forward_hook(lambda mod, args, out: seen.update(x=args[0], delta=out))
+    prompts = ["Reverse the letters of apple ==>", "copy twice ## stone ##"]
+    routed = arrow_routes(model, loaded.tokenizer, prompts, is_seq2seq=False, max_length=32, batch_size=1)
+    assert len(routed) == 2 and all(0 <= r < 3 for r in routed)
+    arrow = layer.lora_arrow[ROUTER]
+    x = seen["x"].reshape(-1, seen["x"].shape[-1])
+    sim = (x @ arrow.prototypes.T).abs()
+    top, idx = sim.topk(arrow.top_k, dim=-1)
+    w = torch.softmax(torch.full_like(sim, float("-inf")).scatter(-1, idx, top) / arrow.temperature, dim=-1)
+    expected = sum(w[:, e:e + 1] * layer.scaling[n] * (x @ layer.lora_A[n].weight.T @ layer.lora_B[n].weight.T)
+                   for e, n in enumerate(arrow.task_adapter_names))
+    assert torch.allclose(seen["delta"].reshape(expected.shape), expected, atol=1e-5)
+    assert (w > 0).sum(-1).max() == 2  # top_k of the 3 adapters per token
+
+
+def test_osf_trains_only_directions_orthogonal_to_the_frozen_ones(data, tmp_path):
+    from retain.continual.config import ContinualConfig
+    from retain.continual.context import Context
+    from retain.continual.osf import frozen_share, run_osf
+    from retain.continual.tasks import load_task
+    from retain.models import load_model
+
+    # plain SGD: PEFT projects the *gradients*; AdamW's per-element scaling of them would leave the subspace a little
+    cfg = ContinualConfig(model="tiny-random-llama", method="osf", max_steps=3, batch_size=4, lr=50.0, eval_samples=2,
+                          max_new_tokens=2, eval_every=0, osf_rank=0.5, optim="sgd")
+    loaded = load_model("tiny-random-llama")
+    before = {n: p.detach().clone() for n, p in loaded.model.named_parameters()}
+    tasks = [load_task(str(data[n]), {}) for n in ("rev", "up")]
+    for t in tasks:
+        t.max_new_tokens = 2
+    ctx = Context(cfg, loaded, tmp_path, lambda e: None, lambda m: None)
+    run = run_osf(ctx, tasks[:1], {"rev": 2, "up": 2})
+    assert run["stages"] == ["rev"] and ctx.records[0]["trainable_parameters"] > 0
+    after = dict(loaded.model.named_parameters())  # merged into the model itself: no adapter left
+    assert after.keys() == before.keys()
+    assert torch.equal(after["model.embed_tokens.weight"], before["model.embed_tokens.weight"])  # not a target
+    name = "model.layers.0.self_attn.q_proj.weight"
+    w0, delta = before[name], after[name].detach() - before[name]
+    u, _, vh = torch.linalg.svd(w0)
+    k = int(min(w0.shape) * frozen_share(0.5, 0, 1))
+    assert delta.abs().max() > 1e-5, "OSF did not train"
+    assert (u[:, :k].T @ delta).abs().max() < 1e-4 * delta.abs().max()  # the frozen directions did not move
+    assert (u[:, k:].T @ delta).abs().max() > 0.1 * delta.abs().max()
+    assert frozen_share(0.5, 2, 5) == pytest.approx(0.7) and frozen_share(0.5, 4, 5) == pytest.approx(0.9)

@@ -158,7 +158,7 @@ def test_rouge_on_english_is_rouge_score_default(metric):
 
 # -------------------------------------------------------------- public API
 def test_public_api_corpus_metrics_and_misuse():
-    assert METRICS == ("accuracy", "exact_match", "bleu", "chrf", "rouge1", "rouge2", "rougeL")
+    assert METRICS == ("accuracy", "exact_match", "bleu", "chrf", "rouge1", "rouge2", "rougeL", "sari")
     assert CORPUS_METRICS == ("bleu", "chrf")
     for m in CORPUS_METRICS:
         assert per_item(m, ["a b c"], ["a b c"]) is None
@@ -169,6 +169,67 @@ def test_public_api_corpus_metrics_and_misuse():
     with pytest.raises(ValueError, match="unknown metric"):
         per_item("f1", ["a"], ["a"])
     assert normalize("The Cat, sat!") == "cat sat"  # the format-specialization check's normaliser, unchanged
+
+
+# ------------------------------------------------------------------- SARI
+# The published examples of the reference implementation (HF evaluate's ``sari`` metric card and docstring,
+# the tensor2tensor port of Xu et al. 2016's SARI.py): sources, predictions, references and their scores.
+SARI_SOURCE = "About 95 species are currently accepted ."
+SARI_REFS = ["About 95 species are currently known .", "About 95 species are now accepted .", "95 species are now accepted ."]
+
+
+def test_sari_reproduces_the_reference_implementations_published_examples():
+    assert score("sari", ["About 95 you now get in ."], [SARI_REFS], sources=[SARI_SOURCE]) == pytest.approx(26.953601953601954, abs=1e-9)
+    assert score("sari", [SARI_SOURCE], [[SARI_SOURCE]], sources=[SARI_SOURCE]) == pytest.approx(100.0)
+    # the metric card's "how to use" form, punctuation attached: the 13a tokenizer splits it off, same score
+    card = score("sari", ["About 95 you now get in."], [[r.replace(" .", ".") for r in SARI_REFS]],
+                 sources=["About 95 species are currently accepted."])
+    assert card == pytest.approx(26.953601953601954, abs=1e-9)
+
+
+def test_sari_is_per_item_reads_the_source_and_deletion_is_precision_only():
+    preds = ["About 95 you now get in .", "About 95 species are now accepted ."]
+    items = per_item("sari", preds, [SARI_REFS, SARI_REFS], sources=[SARI_SOURCE] * 2)
+    assert score("sari", preds, [SARI_REFS] * 2, sources=[SARI_SOURCE] * 2) == pytest.approx(sum(items) / 2)
+    assert items[1] > items[0]
+    # the same answer against another source: keep/delete/add change, so the score does
+    assert per_item("sari", preds[:1], [SARI_REFS], sources=["Some other sentence ."])[0] != pytest.approx(items[0])
+    # deleting only words the references also delete is perfect deletion precision, whatever else stays:
+    # "a b c" -> "a c" with reference "a": b is a good deletion (P_del = 1), keeping c costs only keep/add
+    from retain.evaluation.metrics import _ngrams, _sari_ngram
+
+    s, o, r = _ngrams("a b c"), _ngrams("a c"), _ngrams("a")
+    assert _sari_ngram(s[0], o[0], [r[0]])[1] == 1.0  # precision 1 although recall (c not deleted) is 1/2
+    with pytest.raises(ValueError, match="needs one source"):
+        score("sari", preds, [SARI_REFS] * 2)
+
+
+def test_sari_standard_error_uses_the_sources():
+    from retain.evaluation import stats
+
+    preds = ["About 95 you now get in .", "About 95 species are now accepted .", "95 species ."]
+    unit = {"seed": 0, "trial": 0, "predictions": preds, "references": [SARI_REFS] * 3, "sources": [SARI_SOURCE] * 3}
+    got = stats.summarize("sari", [unit])
+    items = per_item("sari", preds, [SARI_REFS] * 3, sources=[SARI_SOURCE] * 3)
+    import numpy as np
+
+    assert got["se"] == pytest.approx(np.std(items, ddof=1) / np.sqrt(3), rel=1e-6)
+
+
+def test_a_suite_task_scored_with_sari_reads_each_items_source():
+    from retain.evaluation.harness import evaluate_suite
+    from retain.evaluation.suite import Task as SuiteTask
+    from retain.models import load_model
+
+    loaded = load_model("tiny-random-llama")
+    rows = [{"input": f"Item {i}: the big cat sat on the old mat .", "output": "The cat sat .", "source": f"the big cat {i} sat ."}
+            for i in range(14)]
+    task = SuiteTask("simp", rows, template="Simplify: {input}\n", metric="sari", n=4, max_new_tokens=3)
+    res = evaluate_suite(loaded.model, loaded.tokenizer, [task], [0])["tasks"]["simp"]
+    unit = res["units"]["0"][0]
+    assert len(unit["sources"]) == 4 and all(src.startswith("the big cat") for src in unit["sources"])
+    items = per_item("sari", unit["predictions"], unit["references"], sources=unit["sources"])
+    assert res["scores"]["0"] == pytest.approx(sum(items) / 4, abs=1e-4)
 
 
 # ------------------------------------------------------------------- YAML

@@ -23,7 +23,7 @@ def run_baseline(ctx: Context, tasks: list[Task], max_new: dict, previous: Previ
                               batch_size=cfg.eval_batch_size)
 
     if method.joint:
-        ctx.train(model, "all", method.trains, [r for t in tasks for r in ctx.rows(t)], cfg.max_steps * len(tasks))
+        ctx.train(model, "all", method.trains, [r for t in tasks for r in ctx.rows(t)], cfg.max_steps * len(tasks), select=tasks)
         ctx.measure_general("all", model)
         return {"stages": ["all"], "evals": [evaluate(tasks)]}
     rng = random.Random(cfg.seed)
@@ -37,7 +37,7 @@ def run_baseline(ctx: Context, tasks: list[Task], max_new: dict, previous: Previ
         if method.trains == "lora":
             for n, p in model.named_parameters():
                 p.requires_grad_("lora_" in n)
-        ctx.train(model, task.name, method.trains, rows, cfg.max_steps)
+        ctx.train(model, task.name, method.trains, rows, cfg.max_steps, select=[task])
         if method.replay:
             k = min(len(task.train), max(round(cfg.replay_fraction * len(task.train)), cfg.replay_min))
             buffer += ctx.rows(task, rng.sample(task.train, k))

@@ -43,6 +43,11 @@ class ContinualConfig(EngineOptions):
     switch_max_length: int = opt(16, "Tokens of an input read by the feature model (the start of the input is kept). Short keeps routing cheap next to generation; raise it when tasks' inputs share a long common opening.", positive=True)
     switch_pooling: str = opt("mean", "Switch feature: the 'mean' of the hidden states (at --switch-layer) over the tokens read, or the 'last' token's (the paper's choice; it needs the whole instruction, so a larger --switch-max-length).", choices=SWITCH_POOLING)
     switch_layer: str = opt("middle", "Block whose output the switch reads: 'middle' (block n_layers // 2; the feature model's forward stops there, so it costs about half), 'last' (the final hidden state after the model's last norm, the paper's choice) or a block number 1..n_layers.")
+    # arrow (PEFT's gradient-free routing over the per-task LoRA adapters)
+    arrow_top_k: int = opt(3, "arrow: adapters mixed per token (PEFT ArrowConfig.top_k; at most the number of tasks learnt).", positive=True)
+    arrow_temperature: float = opt(1.0, "arrow: softmax temperature of the routing coefficients (PEFT ArrowConfig.router_temperature).", positive=True)
+    # osf (PEFT's Orthogonal Subspace Fine-tuning, task after task)
+    osf_rank: float = opt(0.5, "osf: share of each weight matrix's singular directions frozen for the first task; raised evenly after each task (task i of T, from 0, freezes share + i (1 - share) / T; the last one trains the lowest (1 - share) / T of them). PEFT OSFConfig.effective_rank as a fraction; below 1.", positive=True)
     # replay
     replay_fraction: float = opt(0.01, "replay: share of each earlier task's training set kept in the replay buffer.", positive=True)
     replay_min: int = opt(20, "replay: minimum buffer examples per earlier task.", positive=True)
@@ -50,6 +55,10 @@ class ContinualConfig(EngineOptions):
     # measurement
     eval_samples: int = opt(50, "Validation items per task evaluated after every stage (the first N).", positive=True)
     max_new_tokens: int = opt(48, "Cap on generated tokens; per task: its config's value, else its longest training output (first 200) + 4, capped.", positive=True)
+    eval_every: int = opt(50, "Keep each task's best weights: score the task being learnt (multitask: the mean over tasks) every N steps and at the end, restore the best; 0 keeps the last weights.", nonneg=True)
+    select_samples: int = opt(50, "Validation items that choose the best weights (--eval-every): the rows after the first --eval-samples (which measure R), or the first ones when the file has no more.", positive=True)
+    save_every: int = opt(0, "Write a resumable checkpoint every N steps within a task (0: none); an interrupted run is then kept for --resume.", nonneg=True)  # engine default: 50
+    resume: bool = opt(False, "Continue an interrupted run (the same command) from its hidden staging folder: finished tasks are reloaded, the interrupted one continues from its last checkpoint (--save-every).")
     # general ability (retain.continual.general)
     general_data: str = opt("builtin", "switchcit: the switch's general class, whose inputs go to the base model with no adapter, learnt "
                                        "from 'builtin' (the built-in suite's prompts and the project's generic instructions), a JSONL "
@@ -62,4 +71,3 @@ class ContinualConfig(EngineOptions):
                                         "'none' skips it.")
     general_examples: int = opt(20, "Test items per general-suite task.", positive=True)
     general_shots: int = opt(4, "Demonstrations per general-suite prompt (a YAML task's own 'shots' wins).", nonneg=True)
-    save_every: int = opt(0, "Write a checkpoint every N steps within a task (0: none).", nonneg=True)  # engine default: 50

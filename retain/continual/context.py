@@ -1,18 +1,30 @@
 """What every continual method is given: the model, tokenizer, config, staging folder and log
-(``Context``), the registry being extended (``Previous``), and each task's generation length."""
+(``Context``), the registry being extended (``Previous``), and each task's generation length.
+
+``Context.train`` is the one way a method trains a task: ``engine.run_stage`` with the task's best
+weights kept (``--eval-every``, scored on ``selection_rows``) and, once the task is done, its trained
+weights and record in ``checkpoints/<task>/`` of the staging folder, which ``--resume`` reloads instead
+of training again (an interrupted task continues from its last ``--save-every`` checkpoint)."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from retain.artifacts import write_json
 from retain.continual.config import ContinualConfig
 from retain.continual.methods import get
 from retain.continual.tasks import Task
 from retain.data import TaskFormat, tokenize
-from retain.engine import run_stage
+from retain.distributed import on_main
+from retain.engine import load_state, run_stage
+from retain.engine.checkpoints import full_state, write_state
 from retain.evaluation.decoding import answer_budget
-from retain.methods import Stage
+from retain.evaluation.harness import evaluate_tuned
+from retain.methods import Stage, prepare
+
+FINAL = "final.safetensors"  # a finished task's trained weights, in checkpoints/<task>/ (with done.json)
 
 
 @dataclass(frozen=True)
@@ -73,16 +85,58 @@ class Context:
         fmt = TaskFormat(task.template, None, self.is_seq2seq)
         return tokenize(examples if examples is not None else task.train, self.tokenizer, fmt, self.max_length).rows
 
-    def train(self, model, name: str, trains: str, rows: list[dict], steps: int) -> dict:
-        self.progress(f"[retain] {self.cfg.method} {name}: training {trains} for {steps} steps at lr {self.lr:g} ({len(rows)} examples)")
-        rec = run_stage(model, self.tokenizer, Stage(name, trains), rows=rows, steps=steps, lr=self.lr, prompt_lr=self.lr,
-                        cfg=self.cfg, stage_dir=self.staging / "checkpoints" / name, log=self.log, resumable=False)
-        self.progress(f"[retain] {name}: done in {rec['wall_time_s']:.0f}s, loss {rec['train_loss']:.4f}")
+    def train(self, model, name: str, trains: str, rows: list[dict], steps: int, select: list[Task] = ()) -> dict:
+        """Train one task (``select``: the tasks whose validation score picks the best weights)."""
+        stage, stage_dir, cfg = Stage(name, trains), self.staging / "checkpoints" / name, self.cfg
+        prepare(model, stage)
+        trained = {n for n, p in model.named_parameters() if p.requires_grad}
+        done = stage_dir / "done.json"
+        if cfg.resume and done.is_file():  # finished before the interruption
+            load_state(model, stage_dir / FINAL)
+            model.requires_grad_(False)
+            rec = json.loads(done.read_text())
+            self.progress(f"[retain] {name}: already complete, loaded")
+        else:
+            self.progress(f"[retain] {cfg.method} {name}: training {trains} for {steps} steps at lr {self.lr:g} ({len(rows)} examples)")
+            rec = run_stage(model, self.tokenizer, stage, rows=rows, steps=steps, lr=self.lr, prompt_lr=self.lr, cfg=cfg,
+                            stage_dir=stage_dir, evaluate=self.selector(list(select)), log=self.log, resume=cfg.resume,
+                            resumable=bool(cfg.save_every))
+            if cfg.save_every:  # a run that can be resumed keeps each finished task's weights until it is written
+                state = {n: t for n, t in full_state(model).items() if n in trained}
+                on_main(write_state, state, stage_dir / FINAL)
+                on_main(write_json, done, rec)
+            best = rec["best"]
+            self.progress(f"[retain] {name}: done in {rec['wall_time_s']:.0f}s, loss {rec['train_loss']:.4f}"
+                          + (f", best score {best['score']:.2f} at step {best['step']}" if best else ""))
         self.records.append(rec)
         return rec
 
+    def selector(self, tasks: list[Task]):
+        """The score that keeps a task's best weights: the mean tuned-task score over ``tasks``' selection rows
+        (None: ``--eval-every 0`` or nothing to score, the last weights are kept)."""
+        cfg = self.cfg
+        chosen = [(t, selection_rows(t, cfg)) for t in tasks]
+        chosen = [(t, rows) for t, rows in chosen if rows]
+        if not (cfg.eval_every and chosen):
+            return None
+
+        def evaluate(model) -> float:
+            scores = [evaluate_tuned(model, self.tokenizer, rows, TaskFormat(t.template, None, self.is_seq2seq), t.metric,
+                                     is_seq2seq=self.is_seq2seq, max_new_tokens=t.max_new_tokens, batch_size=cfg.eval_batch_size,
+                                     shard=True)["score"] for t, rows in chosen]
+            return sum(scores) / len(scores)
+
+        return evaluate
+
     def after(self, task: Task, scores: dict, prefix: str = "") -> None:
         self.progress(f"[retain] after {task.name}: {prefix}" + ", ".join(f"{n} {e['score']:.1f}" for n, e in scores.items()))
+
+
+def selection_rows(task: Task, cfg) -> list[dict]:
+    """The validation rows that pick a task's best weights: those after the first ``eval_samples`` (which measure R),
+    up to ``select_samples``; the first ``select_samples`` when the file has no rows beyond them."""
+    rows = task.validation[cfg.eval_samples: cfg.eval_samples + cfg.select_samples]
+    return rows or task.validation[: cfg.select_samples]
 
 
 def _f(x, spec: str = ".2f") -> str:

@@ -21,7 +21,7 @@ from retain.data import TaskFormat, render
 from retain.distributed import gather_sharded
 from retain.evaluation import stats
 from retain.evaluation.harness import evaluate_tuned
-from retain.evaluation.metrics import score
+from retain.evaluation.metrics import SOURCE_METRICS, score, source_of
 
 
 def eval_items(task: Task, n: int) -> tuple[list[str], list[str], list]:
@@ -33,8 +33,10 @@ def task_scores(task: Task, preds: list[str], n: int) -> dict:
     _, _, refs = eval_items(task, n)
     # per-item results, so anyone can recompute: item i is row i of the task's validation file
     unit = {"seed": 0, "trial": 0, "items": list(range(len(preds))), "predictions": list(preds), "references": refs}
+    if task.metric in SOURCE_METRICS:
+        unit["sources"] = [source_of(r) for r in task.validation[:n]]
     summary = stats.summarize(task.metric, [unit])
-    out = {"score": round(score(task.metric, preds, refs), 4), "se": summary["se"], "metric": task.metric, "n": len(preds),
+    out = {"score": round(score(task.metric, preds, refs, sources=unit.get("sources")), 4), "se": summary["se"], "metric": task.metric, "n": len(preds),
            "units": [unit],
            "examples": [{"prediction": p, "reference": r if isinstance(r, str) else r[0]} for p, r in zip(preds[:3], refs[:3])]}
     if task.constraint:
@@ -93,6 +95,13 @@ def routing_table(switch, truth: list[str], routed: list, general: tuple | None)
     return {"accuracy": round(100.0 * sum(t == r for t, r in zip(truth, routed)) / len(truth), 2), "n": len(truth),
             "general_accuracy": round(100.0 * sum(r is None for r in g_routed) / len(g_routed), 2) if g_routed else None,
             "n_general": len(g_routed), "labels": switch.labels, "rows": rows, "confusion": confusion}
+
+
+def routing_summary(truth: list[str], routed: list[str], labels: list[str], rows: list[str]) -> dict:
+    """Routing accuracy (%) and the confusion counts (rows: true task, columns: routed to ``labels``)."""
+    confusion = [[sum(1 for t, r in zip(truth, routed) if t == a and r == b) for b in labels] for a in rows]
+    return {"accuracy": round(100.0 * sum(t == r for t, r in zip(truth, routed)) / len(truth), 2),
+            "labels": list(labels), "rows": list(rows), "confusion": confusion}
 
 
 # ------------------------------------------------------------------ summary

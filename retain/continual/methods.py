@@ -7,6 +7,8 @@
 | sequential-lora | one LoRA adapter, carried across tasks    | results only                          |
 | replay          | all weights, new task + replay buffer     | results only                          |
 | multitask       | all weights, on every task at once (1 stage, steps x tasks) | results only        |
+| arrow           | a new LoRA adapter per task (as switchcit); PEFT Arrow routes | adapters/<task>/, results |
+| osf             | PEFT OSF: low singular directions of every weight, merged after each task | results only |
 
 Every stage is one ``retain.engine.run_stage`` call. A method is one ``ContinualMethod``: what it trains,
 its default learning rate, whether it replays or trains jointly, whether it writes a registry, and the
@@ -55,3 +57,7 @@ register(ContinualMethod("sequential", "full fine-tuning task after task", BASEL
 register(ContinualMethod("sequential-lora", "one LoRA adapter trained task after task", BASELINE, trains="lora", default_lr=2e-4))
 register(ContinualMethod("replay", "sequential with stored examples of earlier tasks mixed in", BASELINE, replay=True))
 register(ContinualMethod("multitask", "all tasks at once (upper bound)", BASELINE, joint=True))
+register(ContinualMethod("arrow", "switchcit's per-task LoRA adapters routed by PEFT's Arrow (gradient-free, per token; no switch)",
+                         "retain.continual.arrow:run_arrow", trains="lora", default_lr=2e-4))
+register(ContinualMethod("osf", "PEFT's Orthogonal Subspace Fine-tuning task after task: updates kept orthogonal to each weight's top singular directions, more of them frozen after each task",
+                         "retain.continual.osf:run_osf", trains="lora"))

@@ -45,7 +45,7 @@ def save_adapter(model, task: str, root: Path) -> Path:
 def copy_adapters(src: Path, dest: Path, tasks: list[str]) -> None:
     """Old adapters go into a new registry byte for byte (never re-serialised)."""
     for task in tasks:
-        shutil.copytree(src / "adapters" / task, dest / "adapters" / task)
+        shutil.copytree(src / "adapters" / task, dest / "adapters" / task, dirs_exist_ok=True)  # (again, on --resume)
 
 
 def read_info(path: Path) -> dict:

@@ -45,6 +45,15 @@ def _with_new_adapter(ctx, model, task: Task):
     return model
 
 
+def train_adapter(ctx, model, task: Task):
+    """A new LoRA adapter for ``task`` on the frozen base, its best weights kept, written to ``adapters/<task>/``
+    (switchcit, and arrow, which routes among the same adapters)."""
+    model = _with_new_adapter(ctx, model, task)
+    ctx.train(model, task.name, "lora", ctx.rows(task), ctx.cfg.max_steps, select=[task])
+    on_main(save_adapter, model, task.name, ctx.staging)
+    return model
+
+
 def _general_class(cfg, previous, stored: dict) -> tuple[dict | None, list[str]]:
     """The general class (its registry entry, or None) and held-out general inputs; its stored instructions go into
     ``stored[None]`` (kept from the registry being extended, else drawn from the pool)."""
@@ -76,11 +85,9 @@ def run_switchcit(ctx, new: list[Task], max_new: dict, previous=None) -> dict:
     seen = [t for t in old if t.validation]
     switch = None
     for i, task in enumerate(new):
-        model = _with_new_adapter(ctx, model, task)
+        model = train_adapter(ctx, model, task)
         if cfg.feature_model == "base":
             features.model = model  # adapters are switched off while reading features
-        ctx.train(model, task.name, "lora", ctx.rows(task), cfg.max_steps)
-        on_main(save_adapter, model, task.name, ctx.staging)
         stored[task.name] = retained([r["input"] for r in task.train], cfg.retain_fraction, cfg.retain_min, cfg.seed)
         names = [t.name for t in old] + [t.name for t in new[: i + 1]]
         switch = Switch(names, {n: stored[n] for n in names + ([None] if general else [])}, hidden=cfg.switch_hidden,

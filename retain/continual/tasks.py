@@ -1,10 +1,13 @@
 """Task folders: ``train.jsonl`` + ``validation.jsonl`` and a small task config.
 
-A task's config (metric, template, max_new_tokens, constraint) comes from, in
+A task's config (metric, template, max_new_tokens, constraint, source_prefix) comes from, in
 order: the ``--task-config`` file's entry for the task's name, the folder's
 ``task.json``, the defaults (``rougeL``, ``{input}``). ``constraint: true``
 means validation rows carry ``constraint`` (starts_with | contains |
 ends_with) and ``word``; the share of outputs meeting it is reported too.
+``source_prefix``: the instruction every input starts with; a metric that reads the
+item's source (``sari``) compares the answer with the input without it (a row's
+own ``source`` field, if it has one, wins).
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from retain.data import check_template, load_jsonl, template_fields
 from retain.errors import RetainError
 from retain.evaluation.metrics import METRICS
 
-TASK_KEYS = ("metric", "template", "max_new_tokens", "constraint")
+TASK_KEYS = ("metric", "template", "max_new_tokens", "constraint", "source_prefix")
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 RESERVED = ("default", "__base__")
 
@@ -34,11 +37,12 @@ class Task:
     template: str = "{input}"
     max_new_tokens: int | None = None
     constraint: bool = False
+    source_prefix: str | None = None
 
     def spec(self) -> dict:
         """What the registry records about a task (no data)."""
         return {"name": self.name, "path": self.path, "metric": self.metric, "template": self.template,
-                "max_new_tokens": self.max_new_tokens, "constraint": self.constraint}
+                "max_new_tokens": self.max_new_tokens, "constraint": self.constraint, "source_prefix": self.source_prefix}
 
 
 def read_task_config(path: str | None) -> dict:
@@ -74,6 +78,8 @@ def _settings(name: str, folder: Path, overrides: dict, source: str) -> dict:
     mnt = settings.get("max_new_tokens")
     if mnt is not None and (not isinstance(mnt, int) or mnt <= 0):
         raise RetainError(f"{source}: task '{name}': max_new_tokens must be a positive integer")
+    if settings.get("source_prefix") is not None and not isinstance(settings["source_prefix"], str):
+        raise RetainError(f"{source}: task '{name}': source_prefix must be a string")
     settings["template"] = check_template(settings.get("template", "{input}"), flag=f"{source}: task '{name}': template")
     return settings
 
@@ -88,12 +94,27 @@ def load_task(folder: str, overrides: dict, *, with_data: bool = True) -> Task:
     s = _settings(name, p, overrides, "--task-config")
     fields = template_fields(s["template"])
     task = Task(name, str(p.resolve()), metric=s.get("metric", "rougeL"), template=s["template"],
-                max_new_tokens=s.get("max_new_tokens"), constraint=bool(s.get("constraint", False)))
+                max_new_tokens=s.get("max_new_tokens"), constraint=bool(s.get("constraint", False)),
+                source_prefix=s.get("source_prefix") or None)
     if with_data:
         task.train = load_jsonl(p / "train.jsonl", fields=fields, flag=f"--tasks {name}")
         task.validation = load_jsonl(p / "validation.jsonl", fields=fields + (("constraint", "word") if task.constraint else ()),
                                      flag=f"--tasks {name}")
+        _add_sources(task, p / "validation.jsonl")
     return task
+
+
+def _add_sources(task: Task, path: Path) -> None:
+    """Each validation row's ``source`` (what ``sari`` compares with): its input without ``source_prefix``."""
+    prefix = task.source_prefix
+    if not prefix:
+        return
+    for i, row in enumerate(task.validation, 1):
+        if "source" in row:
+            continue
+        if not row["input"].startswith(prefix):
+            raise RetainError(f"{path}: row {i}: input does not start with task '{task.name}''s source_prefix {prefix!r}")
+        row["source"] = row["input"][len(prefix):]
 
 
 def load_tasks(folders: list[str], overrides: dict) -> list[Task]:

@@ -36,7 +36,7 @@ from retain.data import render
 from retain.distributed import gather_sharded
 from retain.evaluation import icl, stats
 from retain.evaluation.decoding import answer_budget, current
-from retain.evaluation.metrics import is_classification, normalize, score
+from retain.evaluation.metrics import SOURCE_METRICS, is_classification, normalize, score, source_of
 from retain.evaluation.suite import Task
 
 
@@ -137,7 +137,10 @@ def evaluate_task(model, tokenizer, task: Task, k: int, *, seed: int = 0, max_sh
                 for i, p in zip(idx, predict(idx)):
                     preds[i] = p
         out["routes"] = routes
-    return {"score": round(score(task.metric, preds, refs, options=task.match), 4), "predictions": preds, **out}
+    sources = [source_of(x) for x in test] if task.metric in SOURCE_METRICS else None  # sari reads each item's source
+    if sources:
+        out["sources"] = sources
+    return {"score": round(score(task.metric, preds, refs, options=task.match, sources=sources), 4), "predictions": preds, **out}
 
 
 def evaluate_tuned(model, tokenizer, examples: list[dict], fmt, metric: str, *, is_seq2seq: bool, max_new_tokens: int,
@@ -159,7 +162,8 @@ def evaluate_tuned(model, tokenizer, examples: list[dict], fmt, metric: str, *, 
                                    max_new_tokens=max_new_tokens, progress=progress, desc=desc)
 
     preds = gather_sharded(suffixes, generate) if shard else generate(suffixes)
-    return {"score": round(score(metric, preds, refs), 4), "predictions": preds, "references": refs, "n": len(examples),
+    sources = [source_of(e) for e in examples] if metric in SOURCE_METRICS else None  # sari reads each item's source
+    return {"score": round(score(metric, preds, refs, sources=sources), 4), "predictions": preds, "references": refs, "n": len(examples),
             "inputs": [e["input"] for e in examples]}
 
 
@@ -185,7 +189,7 @@ def evaluate_suite(model, tokenizer, tasks: list[Task], shots: list[int], *, see
                 r = evaluate_task(model, tokenizer, task, k, seed=seed + t, max_shots=max(task_shots), is_seq2seq=is_seq2seq,
                                   engine=engine, batch_size=batch_size, progress=progress, router=router)
                 units.append({"seed": train_seed, "trial": t, "inputs": r["inputs"], "predictions": r["predictions"],
-                              "references": r["references"], "demos": r["demos"],
+                              "references": r["references"], "demos": r["demos"], **({"sources": r["sources"]} if "sources" in r else {}),
                               **({"routes": r["routes"]} if "routes" in r else {})})
                 if task.mode == "generate" and space is not None:
                     h, c = format_counts(space, r["predictions"], r["references"])
@@ -195,8 +199,8 @@ def evaluate_suite(model, tokenizer, tasks: list[Task], shots: list[int], *, see
                                                in list(zip(r["inputs"], r["predictions"], r["references"]))[:keep]]
             rec["n"] = len(units[0]["predictions"])
             rec["units"][str(k)] = units
-            rec["scores"][str(k)] = round(sum(score(task.metric, u["predictions"], u["references"], options=task.match)
-                                              for u in units) / len(units), 4)
+            rec["scores"][str(k)] = round(sum(score(task.metric, u["predictions"], u["references"], options=task.match,
+                                                    sources=u.get("sources")) for u in units) / len(units), 4)
             if task.mode == "generate" and space is not None:
                 rec["format_rate"][str(k)] = round(100.0 * hits / counted, 2) if counted else None
                 if str(k) in pooled:

@@ -29,6 +29,15 @@ accept them (unknown names are still an error) and ignore them.
 
 * ``bleu`` and ``chrf``: sacrebleu, corpus level (``CORPUS_METRICS``), several
   references allowed.
+* ``sari`` (text simplification; Xu et al. 2016): per item, the mean over n = 1..4 of
+  the n-gram F1 of words *added* and *kept* and the precision of words *deleted*,
+  each against the item's references and its **source** (``source_of``: the
+  example's ``source`` field, else its input), a third each, times 100. A port of
+  the reference implementation as HF ``evaluate``'s ``sari`` and EASSE compute it:
+  lower case, sacrebleu's ``13a`` tokenizer, 0/0 = 1, the keep-recall fix of
+  cocoxu/simplification issue 6; the corpus score is the mean over items.
+  ``per_item``/``score`` take the sources (``sources=``); no library offers SARI
+  here (sacrebleu has none; ``evaluate`` and ``easse`` are not in the lock).
 * ``rouge1``/``rouge2``/``rougeL``: rouge-score F-measure, best reference per
   item, averaged, with ``UnicodeTokenizer``: rouge-score's own tokenizer keeps
   ASCII letters and digits only (identical Chinese texts score 0, ``été`` and
@@ -50,8 +59,9 @@ import unicodedata
 from collections.abc import Iterable, Sequence
 from functools import cache, lru_cache
 
-METRICS = ("accuracy", "exact_match", "bleu", "chrf", "rouge1", "rouge2", "rougeL")
+METRICS = ("accuracy", "exact_match", "bleu", "chrf", "rouge1", "rouge2", "rougeL", "sari")
 CORPUS_METRICS = ("bleu", "chrf")
+SOURCE_METRICS = ("sari",)  # scored against each item's source too (``sources=``, ``source_of``)
 MATCH_METRICS = ("accuracy", "exact_match")
 LENIENCY = ("ignore_case", "ignore_punctuation", "ignore_articles", "ignore_whitespace")
 LABEL_LIMIT = 20  # a task whose outputs take at most this many distinct values is a classification task
@@ -205,6 +215,59 @@ def _rouge_scorer(metric: str):
     return rouge_scorer.RougeScorer([metric], tokenizer=UnicodeTokenizer())
 
 
+# ---------------------------------------------------------------- SARI
+def source_of(example: dict) -> str:
+    """The source text SARI compares an answer with: the example's ``source`` field, else its input."""
+    return example.get("source") or example["input"]
+
+
+@cache
+def _tokenizer_13a():
+    from sacrebleu.tokenizers.tokenizer_13a import Tokenizer13a
+
+    return Tokenizer13a()
+
+
+def _ngrams(text: str) -> list[list[str]]:
+    """1- to 4-grams of the text as the reference implementation reads it: lower case, 13a tokens split on spaces."""
+    tokens = _tokenizer_13a()(text.lower()).split(" ")
+    return [[" ".join(tokens[i:i + n]) for i in range(len(tokens) - n + 1)] for n in range(1, 5)]
+
+
+def _f1(p: float, r: float) -> float:
+    return 2 * p * r / (p + r) if p + r > 0 else 0.0
+
+
+def _sari_ngram(src: list[str], out: list[str], refs: list[list[str]]) -> tuple[float, float, float]:
+    """(keep F1, delete precision, add F1) for one n-gram order; counts of source and output n-grams are
+    multiplied by the number of references, as in the reference implementation."""
+    from collections import Counter
+
+    ref = Counter(g for r in refs for g in r)
+    s = Counter({g: k * len(refs) for g, k in Counter(src).items()})
+    o = Counter({g: k * len(refs) for g, k in Counter(out).items()})
+    kept, kept_all = s & o, s & ref
+    kept_good = kept & ref
+    keep_p = sum(kept_good[g] / kept[g] for g in kept_good) / len(kept) if kept else 1.0
+    keep_r = sum(kept_good.values()) / sum(kept_all.values()) if kept_all else 1.0
+    deleted = s - o
+    deleted_good = deleted - ref
+    del_p = sum(deleted_good[g] / deleted[g] for g in deleted_good) / len(deleted) if deleted else 1.0
+    added, wanted = set(o) - set(s), set(ref) - set(s)
+    good = len(added & set(ref))
+    add_p = good / len(added) if added else 1.0
+    add_r = good / len(wanted) if wanted else 1.0
+    return _f1(keep_p, keep_r), del_p, _f1(add_p, add_r)
+
+
+def sari(source: str, prediction: str, references: Sequence[str]) -> float:
+    """SARI of one item, 0-100."""
+    per_n = [_sari_ngram(s, o, list(r)) for s, o, *r in zip(_ngrams(source), _ngrams(prediction),
+                                                            *[_ngrams(x) for x in references])]
+    keep, delete, add = (sum(v[i] for v in per_n) / 4 for i in range(3))
+    return 100.0 * (keep + delete + add) / 3
+
+
 # ---------------------------------------------------------------- public
 _PUNCT = set(string.punctuation)
 
@@ -235,12 +298,14 @@ def _check_metric(metric: str) -> None:
         raise ValueError(f"unknown metric {metric!r}; choose from {', '.join(METRICS)}")
 
 
-def per_item(metric: str, predictions: Sequence[str], references, *, options: str | Iterable[str] = ()) -> list[float] | None:
+def per_item(metric: str, predictions: Sequence[str], references, *, options: str | Iterable[str] = (),
+             sources: Sequence[str] | None = None) -> list[float] | None:
     """Per-item scores (0-100); None for the corpus-level metrics (``CORPUS_METRICS``).
 
     ``references``: per item a string or a list of strings (right if any
     matches; ROUGE takes the best). ``options`` (``LENIENCY`` names) apply to
-    ``accuracy`` and ``exact_match`` only and are ignored by the others.
+    ``accuracy`` and ``exact_match`` only and are ignored by the others. ``sources``:
+    each item's source text, needed by ``SOURCE_METRICS`` (``sari``), ignored by the others.
     """
     _check_metric(metric)
     opts = check_options(options)
@@ -250,15 +315,20 @@ def per_item(metric: str, predictions: Sequence[str], references, *, options: st
     if metric in MATCH_METRICS:
         match = _first_word if metric == "accuracy" else _exact
         return [100.0 * any(match(p, r, opts) for r in rs) for p, rs in zip(predictions, refs)]
+    if metric in SOURCE_METRICS:
+        if sources is None or len(sources) != len(predictions):
+            raise ValueError(f"{metric} needs one source text per prediction (sources=)")
+        return [sari(s, p, rs) for s, p, rs in zip(sources, predictions, refs)]
     scorer = _rouge_scorer(metric)
     return [100.0 * max(scorer.score(r, p)[metric].fmeasure for r in rs) for p, rs in zip(predictions, refs)]
 
 
-def score(metric: str, predictions: Sequence[str], references, *, options: str | Iterable[str] = ()) -> float:
+def score(metric: str, predictions: Sequence[str], references, *, options: str | Iterable[str] = (),
+          sources: Sequence[str] | None = None) -> float:
     """Score predictions against references (a string or a list of strings per item), 0-100.
 
     Item-level metrics are the mean of ``per_item``; ``bleu``/``chrf`` are
-    sacrebleu corpus scores. ``options`` as for ``per_item``. No predictions: 0.
+    sacrebleu corpus scores. ``options`` and ``sources`` as for ``per_item``. No predictions: 0.
     """
     _check_metric(metric)
     opts = check_options(options)
@@ -272,5 +342,5 @@ def score(metric: str, predictions: Sequence[str], references, *, options: str |
         streams = [[rs[i] if i < len(rs) else rs[0] for rs in refs] for i in range(width)]
         fn = sacrebleu.corpus_bleu if metric == "bleu" else sacrebleu.corpus_chrf
         return float(fn(list(predictions), streams).score)
-    items = per_item(metric, predictions, references, options=opts)
+    items = per_item(metric, predictions, references, options=opts, sources=sources)
     return sum(items) / len(items)

@@ -9,6 +9,8 @@ A *unit* is one scored draw of a task::
 
     {"seed": int, "trial": int, "inputs": [str], "predictions": [str], "references": [str | [str]]}
 
+(and ``sources``: [str] where the metric reads each item's source, ``sari``; ``inputs`` otherwise)
+
 ``seed`` is the training-seed index (0 for an untrained model), ``trial`` the
 re-draw of demonstrations/test items. Units of two methods with the same
 ``trial`` hold the same items in the same order (they are *paired*).
@@ -88,11 +90,16 @@ def _kw(options) -> dict:
     return {"options": options} if options else {}
 
 
-def _per_item(metric: str, predictions, references, options) -> np.ndarray | None:
+def _per_item(metric: str, predictions, references, options, sources=None) -> np.ndarray | None:
     if is_corpus_metric(metric):
         return None
-    vals = _metrics().per_item(metric, list(predictions), list(references), **_kw(options))
+    vals = _metrics().per_item(metric, list(predictions), list(references), sources=sources, **_kw(options))
     return None if vals is None else np.asarray(vals, dtype=float)
+
+
+def _sources(unit: dict):
+    """A unit's source texts for a metric that reads them (sari): its ``sources``, else its ``inputs``."""
+    return unit.get("sources") or unit.get("inputs")
 
 
 def _score(metric: str, predictions, references, options) -> float:
@@ -188,10 +195,10 @@ def _grid(metric: str, units, options=(), *, trials=None, strict: bool = False) 
     else:
         seeds, trials, rows = [0], list(range(len(units))), [[u] for u in units]
     g = _Grid(metric, tuple(options or ()), seeds, trials, rows)
-    first = _per_item(metric, rows[0][0]["predictions"], rows[0][0]["references"], options) if rows else None
+    first = _per_item(metric, rows[0][0]["predictions"], rows[0][0]["references"], options, _sources(rows[0][0])) if rows else None
     if first is not None:
         g.items = [np.stack([first if (t == 0 and s == 0) else
-                             _per_item(metric, u["predictions"], u["references"], options) for s, u in enumerate(row)])
+                             _per_item(metric, u["predictions"], u["references"], options, _sources(u)) for s, u in enumerate(row)])
                    for t, row in enumerate(rows)]
     elif rows:
         suff, fn = [], None

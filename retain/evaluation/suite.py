@@ -14,7 +14,7 @@ A suite is one of
         - name: capitals
           data: capitals.jsonl # relative to the YAML file
           template: "Q: What is the capital of {input}?\\nA:"
-          metric: exact_match  # accuracy exact_match bleu chrf rouge1 rouge2 rougeL (default: auto)
+          metric: exact_match  # accuracy exact_match bleu chrf rouge1 rouge2 rougeL sari (default: auto; sari: against each row's "source", else its input)
           match: [ignore_case] # optional leniency for accuracy/exact_match (default: strict)
           mode: generate       # or loglik (needs choices)
           choices: [yes, no]   # optional, for loglik; else each row's "choices"

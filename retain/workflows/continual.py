@@ -50,6 +50,8 @@ def check_inputs(cfg: ContinualConfig, task_dirs: list[str]) -> tuple[Previous |
                           "which FSDP keeps sharded); launch it data-parallel: accelerate launch --multi_gpu --num_processes N")
     if cfg.replay_ratio >= 1:
         raise RetainError(f"--replay-ratio must be below 1 (the share of each stage's data drawn from the buffer), got {cfg.replay_ratio}")
+    if cfg.osf_rank >= 1:
+        raise RetainError(f"--osf-rank must be below 1 (the share of singular directions frozen for the first task), got {cfg.osf_rank}")
     overrides = read_task_config(cfg.task_config)
     general.check(cfg, registry.get(cfg.method).registry)
     previous = _previous(cfg)
@@ -61,7 +63,7 @@ def check_inputs(cfg: ContinualConfig, task_dirs: list[str]) -> tuple[Previous |
     if clash:
         raise RetainError(f"--tasks: task '{sorted(clash)[0]}' is already in the registry {previous.path}")
     same = previous is not None and out.resolve() == previous.path.resolve()
-    check_output(out, overwrite=cfg.overwrite or same)
+    check_output(out, overwrite=cfg.overwrite or same, resume=cfg.resume)
     return previous, tasks, out
 
 
@@ -84,25 +86,41 @@ def run_continual(cfg: ContinualConfig, task_dirs: list[str], *, progress=print,
     for t in tasks:
         t.max_new_tokens = max_new_tokens(t, loaded.tokenizer, cfg.max_new_tokens)
     staging = staging_dir(out)
-    on_main(_fresh, staging)
-    try:  # a continual run does not resume: on any failure nothing is left behind
+    on_main(_fresh, staging, cfg.resume)
+    _same_run(staging, cfg)
+    try:  # with --save-every an interrupted run is kept for --resume; otherwise nothing is left behind
         _run(cfg, loaded, fingerprint, previous, tasks, staging, progress, command, t0)
         on_main(commit, staging, out)
     except BaseException:
-        if is_main():
+        if is_main() and not cfg.save_every:
             shutil.rmtree(staging, ignore_errors=True)
         raise
     return out
 
 
-def _fresh(staging: Path) -> None:
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
+def _fresh(staging: Path, resume: bool) -> None:
+    if not resume:
+        shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True, exist_ok=True)
+
+
+def _same_run(staging: Path, cfg: ContinualConfig) -> None:
+    """--resume continues the same run only: its settings are recorded when it starts and compared on --resume."""
+    settings = json.loads(json.dumps({k: v for k, v in to_dict(cfg).items() if k not in ("resume", "overwrite")}))
+    f = staging / "checkpoints" / "settings.json"
+    if cfg.resume and f.is_file():
+        old = json.loads(f.read_text())
+        diff = sorted(k for k in settings.keys() | old.keys() if settings.get(k) != old.get(k))
+        if diff:
+            raise RetainError(f"--resume: {staging} holds a run with other settings ({', '.join(diff)}); "
+                              "rerun its own command with --resume, or drop --resume to start afresh")
+    f.parent.mkdir(parents=True, exist_ok=True)
+    on_main(write_json, f, settings)
 
 
 def _run(cfg, loaded, fingerprint: str, previous: Previous | None, tasks: list[Task], staging: Path, progress, command, t0: float) -> None:
     old = previous.tasks if previous else []
-    if previous is not None and (previous.path / "train_log.jsonl").is_file():
+    if previous is not None and (previous.path / "train_log.jsonl").is_file() and not (staging / "train_log.jsonl").is_file():
         on_main(shutil.copyfile, previous.path / "train_log.jsonl", staging / "train_log.jsonl")
     log = JsonlLog(staging / "train_log.jsonl", t0, enabled=is_main())
     log({"event": "start", "method": cfg.method, "model": cfg.model, "tasks": [t.name for t in tasks],
@@ -142,9 +160,10 @@ def _write(cfg, loaded, fingerprint: str, previous: Previous | None, tasks: list
 def _old_task(spec: dict) -> Task:
     """A task already in the registry: its settings, and its validation data if still readable at the recorded path."""
     task = Task(spec["name"], spec["path"], metric=spec["metric"], template=spec["template"],
-                max_new_tokens=spec["max_new_tokens"], constraint=spec["constraint"])
+                max_new_tokens=spec["max_new_tokens"], constraint=spec["constraint"], source_prefix=spec.get("source_prefix"))
     try:
-        task.validation = load_task(spec["path"], {spec["name"]: {k: spec[k] for k in ("metric", "template", "constraint")}}).validation
+        keys = ("metric", "template", "constraint", "source_prefix")
+        task.validation = load_task(spec["path"], {spec["name"]: {k: spec.get(k) for k in keys}}).validation
     except RetainError:
         task.validation = []  # evaluated as missing (None) from now on
     return task
@@ -179,7 +198,8 @@ def _results(cfg, names, metrics, run, earlier, command, fingerprint) -> dict:
            "stages": stages, "R": R, "R_se": R_se, "n": {n: run["evals"][-1].get(n, {}).get("n") for n in names} if run["evals"] else {},
            "decoding": current().record(), "summary": None, "constraint": constraint, "details": details,
            "config": to_dict(cfg), "command": command}  # "summary", "transfer", "general": measure.add_figures
-    if "routing" in run:
+    if "routing" in run:  # switchcit's switch, or arrow's
         res["routing"] = routing
+    if "switch_fit" in run:
         res["switch_fit"] = (earlier or {}).get("switch_fit", []) + run["switch_fit"]
     return res
