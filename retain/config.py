@@ -201,6 +201,12 @@ def read_config_file(path: str) -> dict:
     return data
 
 
+def require_one_task(cfg: TrainConfig, command: str) -> None:
+    """Commands that train and score one tuned task refuse several (``--tasks``, a repeated ``--train``/``--validation``)."""
+    if cfg.tasks or isinstance(cfg.train, (list, tuple)) or isinstance(cfg.validation, (list, tuple)):
+        raise RetainError(f"retain {command} trains on one task (--train FILE --validation FILE); several tasks: 'retain train'")
+
+
 def build(cls, args: argparse.Namespace | None = None, file_values: dict | None = None, source: str = "--config", **overrides):
     """Defaults < config file < command-line flags < overrides; validated."""
     names = {f.name: f for f in fields(cls)}

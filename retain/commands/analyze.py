@@ -18,8 +18,9 @@ from retain.commands import add_command
 from retain.config import TrainConfig, add_arguments
 from retain.workflows.options import CurveOptions, GradientOptions
 
-UNUSED = ("method", "one_shot", "resume", "eval_every", "eval_samples", "save_every", "num_beams")  # set per method, or not used
-# (num_beams: format-curve takes the evaluation's --num-beams; gradients decodes nothing)
+UNUSED = ("method", "one_shot", "resume", "eval_every", "eval_samples", "save_every", "num_beams", "tasks")  # set per method, or not used
+# (num_beams: format-curve takes the evaluation's --num-beams; gradients decodes nothing; tasks: one tuned task, and
+# --tasks picks suite tasks here)
 
 CURVE_EPILOG = """example:
   retain analyze format-curve --model smollm2-135m --train rte/train.jsonl --validation rte/validation.jsonl \\
@@ -57,10 +58,12 @@ def add_parser(sub) -> None:
 
 
 def _train_config(args, **overrides):
-    from retain.config import build, read_config_file
+    from retain.config import build, read_config_file, require_one_task
 
     file_values = read_config_file(args.config) if args.config else None
-    return build(TrainConfig, args, file_values, source=f"--config {args.config}", **overrides)
+    cfg = build(TrainConfig, args, file_values, source=f"--config {args.config}", **overrides)
+    require_one_task(cfg, f"analyze {args.analysis}")
+    return cfg
 
 
 def run_curve(args) -> None:

@@ -32,7 +32,7 @@ def add_parser(sub) -> None:
 def run(args) -> None:
     from pathlib import Path
 
-    from retain.config import build, read_config_file
+    from retain.config import build, read_config_file, require_one_task
     from retain.distributed import is_main
     from retain.errors import RetainError
     from retain.evaluation.report import comparison_table, paired_table
@@ -48,8 +48,7 @@ def run(args) -> None:
     for flag in ("train", "validation", "output"):
         if not getattr(cfg, flag):
             raise RetainError(f"--{flag} is required")
-    if cfg.tasks or not isinstance(cfg.train, str) or not isinstance(cfg.validation, str):
-        raise RetainError("retain compare trains on one task (--train FILE --validation FILE); several tasks: 'retain train'")
+    require_one_task(cfg, "compare")
     results = compare(cfg, opts, out=Path(cfg.output), log=lambda m: print(m, flush=True))
     if not is_main():  # under a launch of N processes the main one reports
         return
