@@ -61,7 +61,8 @@ def _train_config(args, **overrides):
     from retain.config import build, read_config_file, require_one_task
 
     file_values = read_config_file(args.config) if args.config else None
-    cfg = build(TrainConfig, args, file_values, source=f"--config {args.config}", **overrides)
+    # --tasks here picks suite tasks (CurveOptions), not retain train's several tuned tasks
+    cfg = build(TrainConfig, args, file_values, source=f"--config {args.config}", tasks=None, **overrides)
     require_one_task(cfg, f"analyze {args.analysis}")
     return cfg
 

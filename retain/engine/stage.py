@@ -151,8 +151,7 @@ def run_stage(model, tokenizer, stage: Stage, *, rows: list[dict], steps: int, l
     best = BestCheckpoint(evaluate, cfg.eval_every if evaluate else 0, steps, stage_dir, log)
     tasks = tuple(prompt_adapters) if prompt_adapters and virtual else None
     collate = PromptPackingCollator(virtual, layout) if in_row else collator(tokenizer, packed)
-    if tasks and not in_row:
-        collate = TaskCollator(collate)
+    collate = TaskCollator(collate) if tasks and not in_row else collate
     trainer = StageTrainer(model=model, args=args, train_dataset=rows, data_collator=collate,
                            optimizer_factory=lambda m: optimizer(m, args, cfg, lr, prompt_lr), callbacks=[best, LogCallback(log)],
                            selective_loss=causal, virtual_tokens=0 if in_row else virtual, label_smoothing=cfg.label_smoothing)
