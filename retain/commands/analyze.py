@@ -62,7 +62,8 @@ def _train_config(args, **overrides):
 
     file_values = read_config_file(args.config) if args.config else None
     # --tasks here picks suite tasks (CurveOptions), not retain train's several tuned tasks
-    cfg = build(TrainConfig, args, file_values, source=f"--config {args.config}", tasks=None, **overrides)
+    train_args = argparse.Namespace(**{k: v for k, v in vars(args).items() if k != "tasks"})
+    cfg = build(TrainConfig, train_args, file_values, source=f"--config {args.config}", **overrides)
     require_one_task(cfg, f"analyze {args.analysis}")
     return cfg
 
