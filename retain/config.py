@@ -180,22 +180,27 @@ def _argument(f: dataclasses.Field, required: tuple[str, ...]) -> dict:
             "help": help_text + shown + (" [required]" if f.name in required else "")}
 
 
-def read_config_file(path: str) -> dict:
-    p = Path(path)
-    if not p.is_file():
-        raise RetainError(f"--config: file not found: {p}")
-    text = p.read_text(encoding="utf-8", errors="replace")
+def read_structured(path: Path, flag: str):
+    """A JSON (``.json``) or YAML file's content; a missing or unparsable file is one line naming ``flag``, the file
+    and the line."""
+    if not path.is_file():
+        raise RetainError(f"{flag}: file not found: {path}")
+    text = path.read_text(encoding="utf-8", errors="replace")
     try:
-        if p.suffix == ".json":
-            data = json.loads(text)
-        else:
-            import yaml
+        if path.suffix == ".json":
+            return json.loads(text)
+        import yaml
 
-            data = yaml.safe_load(text)
+        return yaml.safe_load(text)
     except Exception as e:
         mark = getattr(e, "problem_mark", None)
         line = f":{mark.line + 1}" if mark is not None else (f":{e.lineno}" if hasattr(e, "lineno") else "")
-        raise RetainError(f"--config: {p}{line}: not valid {'JSON' if p.suffix == '.json' else 'YAML'}") from None
+        raise RetainError(f"{flag}: {path}{line}: not valid {'JSON' if path.suffix == '.json' else 'YAML'}") from None
+
+
+def read_config_file(path: str) -> dict:
+    p = Path(path)
+    data = read_structured(p, "--config")
     if not isinstance(data, dict):
         raise RetainError(f"--config: {p} must hold a mapping of option names to values")
     return data

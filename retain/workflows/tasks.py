@@ -105,22 +105,9 @@ def _from_flags(trains: list[str], vals: list[str], cfg) -> list[TaskSpec]:
 
 
 def _read_tasks_file(path: Path) -> list:
-    if not path.is_file():
-        raise RetainError(f"--tasks: file not found: {path}")
-    text = path.read_text(encoding="utf-8", errors="replace")
-    try:
-        if path.suffix == ".json":
-            import json
+    from retain.config import read_structured
 
-            data = json.loads(text)
-        else:
-            import yaml
-
-            data = yaml.safe_load(text)
-    except Exception as e:
-        mark = getattr(e, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark is not None else (f":{e.lineno}" if hasattr(e, "lineno") else "")
-        raise RetainError(f"--tasks: {path}{line}: not valid {'JSON' if path.suffix == '.json' else 'YAML'}") from None
+    data = read_structured(path, "--tasks")
     if isinstance(data, dict) and set(data) == {"tasks"}:
         data = data["tasks"]
     if not isinstance(data, list) or not data:
