@@ -90,18 +90,22 @@ def routing_table(switch, truth: list[str], routed: list, general: tuple | None)
     with the confusion matrix (rows: true task, then ``general``; columns: ``switch.labels``)."""
     g_routed = switch.route_features(general[1]) if general and len(general[0]) else []
     rows = list(dict.fromkeys(truth)) + (["general"] if g_routed else [])
-    pairs = list(zip(truth, routed)) + [("general", r) for r in g_routed]
-    confusion = [[sum(1 for t, r in pairs if t == a and r == b) for b in switch.labels] for a in rows]
-    return {"accuracy": round(100.0 * sum(t == r for t, r in zip(truth, routed)) / len(truth), 2), "n": len(truth),
-            "general_accuracy": round(100.0 * sum(r is None for r in g_routed) / len(g_routed), 2) if g_routed else None,
-            "n_general": len(g_routed), "labels": switch.labels, "rows": rows, "confusion": confusion}
+    table = routing_summary([*truth, *["general"] * len(g_routed)], [*routed, *g_routed], switch.labels, rows)
+    table.update(accuracy=_percent(t == r for t, r in zip(truth, routed)), n=len(truth), n_general=len(g_routed),
+                 general_accuracy=_percent(r is None for r in g_routed) if g_routed else None)
+    return table
 
 
-def routing_summary(truth: list[str], routed: list[str], labels: list[str], rows: list[str]) -> dict:
+def routing_summary(truth: list[str], routed: list, labels: list, rows: list[str]) -> dict:
     """Routing accuracy (%) and the confusion counts (rows: true task, columns: routed to ``labels``)."""
     confusion = [[sum(1 for t, r in zip(truth, routed) if t == a and r == b) for b in labels] for a in rows]
-    return {"accuracy": round(100.0 * sum(t == r for t, r in zip(truth, routed)) / len(truth), 2),
-            "labels": list(labels), "rows": list(rows), "confusion": confusion}
+    return {"accuracy": _percent(t == r for t, r in zip(truth, routed)), "labels": list(labels), "rows": list(rows),
+            "confusion": confusion}
+
+
+def _percent(hits) -> float:
+    hits = list(hits)
+    return round(100.0 * sum(hits) / len(hits), 2)
 
 
 # ------------------------------------------------------------------ summary
