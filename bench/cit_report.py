@@ -230,6 +230,13 @@ def plots(results: dict, docs: Path, name: str) -> None:
     plt.close(fig)
 
 
+def _shown(path: Path) -> str:
+    """A path relative to the checkout when it is inside it."""
+    root = Path(__file__).resolve().parents[1]
+    path = path.resolve()
+    return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
+
+
 def write(runs: Path, docs: Path, name: str, *, command: str, methods: list[str], margin: float, argv,
           stale: dict[str, list[str]]) -> None:
     """``stale``: finished methods whose options differ from the command's ({method: those options}): left out."""
@@ -254,7 +261,7 @@ def write(runs: Path, docs: Path, name: str, *, command: str, methods: list[str]
         lines += pairwise(results)
         lines += [f"![average per stage]({name}_average.png) ![general ability]({name}_general.png)", "",
                   "Routing cost of the switch vs Arrow on these adapters: `python bench/routing.py --registry "
-                  f"{runs / 'switchcit'}` (bench/results/routing.md).", "", "## Per method", ""]
+                  f"{_shown(runs / 'switchcit')}` (bench/results/routing.md).", "", "## Per method", ""]
         for m, res in results.items():
             lines += method_section(m, res, name, argv(m))
     else:
