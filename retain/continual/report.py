@@ -18,7 +18,7 @@ def _ci(ci) -> str:
 def _summary_lines(s: dict) -> list[str]:
     """Last, Avg, BWT, FWT, forgetting (docs/CONTINUAL.md), with their standard error or paired 95% interval."""
     return ["", f"* Last (final average): **{_fmt(s['final_average'], 2)}**" + (f" ± {_fmt(s.get('last_se'), 2)}" if s.get("last_se") is not None else ""),
-            f"* Avg (mean of the averages per stage): **{_fmt(s.get('avg'), 2)}**",
+            f"* Avg (mean of the averages per stage): **{_fmt(s.get('avg'), 2)}**" + (f" ± {_fmt(s.get('avg_se'), 2)}" if s.get("avg_se") is not None else ""),
             f"* BWT: **{_fmt(s['bwt'], 2)}**{_ci(s.get('bwt_ci'))}" + (" (one stage: not defined)" if s["bwt"] is None else ""),
             f"* FWT: **{_fmt(s.get('fwt'), 2)}**{_ci(s.get('fwt_ci'))}" + (" (needs a task scored by the base and before it was learnt)" if s.get("fwt") is None else ""),
             f"* forgetting: **{_fmt(s['forgetting'], 2)}**"]
