@@ -1,6 +1,6 @@
 """docs/results/NAME.md, NAME.json and plots from the finished methods of bench/cit.py (runs/NAME/<method>/).
 
-Every number comes from the methods' results.json (``retain.continual.measure``: Last ± SE, Avg, BWT and FWT with
+Every number comes from the methods' results.json (``retain.continual.measure``: Last and Avg ± SE, BWT and FWT with
 their paired 95% intervals, forgetting; ``retain.continual.general``: the general-ability delta with its paired
 interval) or from ``retain.evaluation.paired.paired_norm_avg`` (paired differences of the final average between
 methods); the per-method tables are ``retain.continual.report``'s. "What holds at 95%" reads those intervals
@@ -131,7 +131,7 @@ def _general_row(results: dict, methods: list[str], margin: float) -> tuple:
 
 # ------------------------------------------------------------------ the document
 def summary_table(results: dict, methods: list[str]) -> list[str]:
-    lines = ["| method | Last ± SE | Avg | BWT [95% CI] | FWT [95% CI] | forgetting | general Δ from base [95% CI] | "
+    lines = ["| method | Last ± SE | Avg ± SE | BWT [95% CI] | FWT [95% CI] | forgetting | general Δ from base [95% CI] | "
              "routing: tasks / general inputs to base | wall time |", "|---" * 9 + "|"]
     for m in methods:
         if m not in results:
@@ -140,14 +140,15 @@ def summary_table(results: dict, methods: list[str]) -> list[str]:
         res = results[m]
         s, g, r = res["summary"], general_delta(res), (res.get("routing") or [None])[-1]
         routing = " / ".join(_f(x, ".1f") + "%" if x is not None else "–" for x in (r["accuracy"], r.get("general_accuracy"))) if r else "–"
-        lines.append(f"| {m} | {_f(s['last'])} ± {_f(s.get('last_se'))} | {_f(s.get('avg'))} | "
+        lines.append(f"| {m} | {_f(s['last'])} ± {_f(s.get('last_se'))} | {_f(s.get('avg'))} ± {_f(s.get('avg_se'))} | "
                      f"{_bold(_f(s['bwt']) + ' ' + _ci(s.get('bwt_ci')), s.get('bwt_ci'))} | "
                      f"{_bold(_f(s.get('fwt')) + ' ' + _ci(s.get('fwt_ci')), s.get('fwt_ci'))} | {_f(s['forgetting'])} | "
                      + (_bold(f"{g['diff']:+.2f} {_ci(g['ci'])}", g["ci"]) if g else "–")
                      + f" | {routing} | {res['wall_time_s'] / 60:.0f} min |")
-    return lines + ["", "Last: the final average over the tasks, ± sqrt(sum of the tasks' squared SEs) / T. Avg and "
-                    "forgetting have no interval (`retain.continual.measure`: Avg's stages share their items; forgetting "
-                    "is a maximum over stages, biased under resampling). BWT, FWT and the general-ability delta: paired "
+    return lines + ["", "Last: the final average over the tasks, ± sqrt(sum of the tasks' squared SEs) / T. Avg: the mean "
+                    "of the averages per stage, ± its SE (each item's scores summed over the stages first: they share "
+                    "their items; `retain.continual.measure`). Forgetting has no interval (a maximum over stages, biased "
+                    "under resampling). BWT, FWT and the general-ability delta: paired "
                     "bootstrap over the same items, 2000 resamples; **bold**: the interval excludes 0. General Δ: after "
                     "the last stage. Routing: the switch's (or Arrow's) accuracy on the tasks' validation inputs, and the "
                     "share of held-out general inputs sent to the base model (switchcit's general class).", ""]
@@ -191,7 +192,9 @@ def budget_lines(results: dict, command: str) -> list[str]:
             f"validation items per task, greedy decoding; best weights per task scored every {cfg['eval_every']} steps on "
             f"the next {cfg['select_samples']} items; switch general class `{cfg['general_data']}`; general ability on "
             f"`{cfg['general_suite']}` ({cfg['general_examples']} items per task, {cfg['general_shots']}-shot). "
-            f"Learning rates: {lrs} (the registry's: 2e-4 LoRA, 2e-5 full fine-tuning and OSF).", "",
+            f"Learning rates: {lrs} (the registry's: 2e-4 LoRA, 2e-5 full fine-tuning and OSF). Why this budget, and "
+            "its estimated cost per method: bench/cit.py's docstring and [CONTINUAL.md](../CONTINUAL.md#benchmark); "
+            "the measured wall time is in the table.", "",
             "Command (rerun it to continue: finished methods are skipped, an interrupted one resumes):", "", "```", command, "```", ""]
 
 
