@@ -252,7 +252,8 @@ def write(runs: Path, docs: Path, name: str, *, command: str, methods: list[str]
             shutil.copyfile(runs / m / f, dest / f)
     slim = {m: {**r, "details": [{t: {k: v for k, v in e.items() if k != "units"} for t, e in d.items()} for d in r.get("details", [])],
                 "general": {**r["general"], "evals": None} if r.get("general") else None} for m, r in results.items()}
-    (docs / f"{name}.json").write_text(json.dumps(slim, indent=2))
+    if slim:
+        (docs / f"{name}.json").write_text(json.dumps(slim, indent=2))
     missing = [m for m in methods if m not in results]
     lines = [f"# Continual instruction tuning on CIT: {len(results)} of {len(methods)} methods", ""]
     if missing:
