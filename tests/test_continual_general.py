@@ -218,3 +218,31 @@ def test_summary_figures_with_intervals():
     assert s["last_se"] == pytest.approx((25 ** 2 * 2) ** 0.5 / 2, abs=1e-4)  # rounded to 4 decimals
     assert s["bwt_ci"][0] <= -25.0 <= s["bwt_ci"][1] and s["fwt_ci"][0] <= 25.0 <= s["fwt_ci"][1]
     assert summarize(R)["bwt_ci"] is None and summarize(R)["fwt"] is None  # without units or transfer: no interval
+
+
+def test_avg_se_counts_the_items_the_stages_share():
+    """Avg's SE against a bootstrap that resamples each task's items once for every stage (the stages score the
+    same items); with one stage it is Last's SE."""
+    import numpy as np
+
+    from retain.continual.measure import summarize
+
+    rng = np.random.default_rng(0)
+    n, T = 300, 3
+    base = rng.random((T, n)) < 0.5  # task j's items; later stages keep most answers (correlated across stages)
+    S = {(i, j): np.where(rng.random(n) < 0.8, base[j], rng.random(n) < 0.5) for i in range(T) for j in range(i + 1)}
+    units = lambda x: [{"seed": 0, "trial": 0, "items": list(range(n)), "predictions": ["a" if v else "b" for v in x],
+                        "references": ["a"] * n}]
+    R = [[100.0 * S[i, j].mean() if j <= i else None for j in range(T)] for i in range(T)]
+    s = summarize(R, None, metrics=["exact_match"] * T, units=lambda i, j: units(S[i, j]))
+    boot = []
+    for _ in range(2000):
+        idx = [rng.integers(0, n, n) for _ in range(T)]
+        boot.append(np.mean([np.mean([100.0 * S[i, j][idx[j]].mean() for j in range(i + 1)]) for i in range(T)]))
+    assert s["avg_se"] == pytest.approx(np.std(boot, ddof=1), rel=0.1)
+    assert s["avg_se"] > 1.2 * np.sqrt(sum(((100.0 * S[i, j]).std(ddof=1) / np.sqrt(n) / (T * (i + 1))) ** 2
+                                           for i in range(T) for j in range(i + 1)))  # not as if independent
+    one = summarize(R[-1:], [[2.0] * T], metrics=["exact_match"] * T, units=lambda i, j: units(S[T - 1, j]))
+    se_last = np.sqrt(sum(((100.0 * S[T - 1, j]).std(ddof=1) / np.sqrt(n)) ** 2 for j in range(T))) / T
+    assert one["avg_se"] == pytest.approx(se_last, abs=1e-4)
+    assert summarize(R)["avg_se"] is None

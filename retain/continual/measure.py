@@ -4,7 +4,7 @@ R[i][j] is the score on task j after training stage i (None before task j is
 learnt). With T stages:
 
 * average (per stage i): mean_j<=i R[i][j]; Last (final average): the last row's mean; Avg: the mean of the
-  averages per stage;
+  averages per stage (its SE combines each item's scores over the stages first: the stages share their items);
 * BWT = mean_{j<T} (R[T][j] - R[j][j])  (negative: forgetting);
 * forgetting = mean_{j<T} (max_{i<T} R[i][j] - R[T][j]);
 * FWT = mean_{j>1} (R[j-1][j] - b_j), b_j the base model's score on task j (GEM, Lopez-Paz & Ranzato 2017);
@@ -127,6 +127,7 @@ def summarize(R: list[list[float | None]], R_se: list[list[float | None]] | None
     ses = [e for x, e in zip(last, R_se[-1]) if x is not None] if R_se else []
     out = {"average_per_stage": per_stage, "final_average": per_stage[-1] if per_stage else None,
            "last": per_stage[-1] if per_stage else None, "last_se": _mean_se(ses), "avg": _mean(per_stage),
+           "avg_se": _avg_se(R, metrics, units) if units is not None and metrics else None,
            "bwt": None, "bwt_ci": None, "forgetting": None, "fwt": None, "fwt_ci": None}
     if T > 1 and all(len(row) >= T for row in R):
         out["bwt"] = _mean([last[j] - R[j][j] for j in range(T - 1) if last[j] is not None and R[j][j] is not None])
@@ -140,6 +141,31 @@ def summarize(R: list[list[float | None]], R_se: list[list[float | None]] | None
             out["fwt"] = _mean([b["score"] - a["score"] for _, a, b in pairs.values()])
             out["fwt_ci"] = _paired_mean({j: (m, a.get("units"), b.get("units")) for j, (m, a, b) in pairs.items()})
     return out
+
+
+def _avg_se(R: list[list], metrics: list[str], units) -> float | None:
+    """SE of Avg. The stages score the same items of a task, so each item's scores are first summed over the
+    stages with Avg's weights (1 / (stages x tasks scored at the stage)): Avg = sum over tasks of the mean of these
+    per-item sums, and its SE is sqrt(sum over tasks of their variance (ddof 1) / n), the closed form of
+    ``stats.summarize``. None for a corpus metric, or without one unit of per-item results per score."""
+    import numpy as np
+
+    from retain.evaluation.metrics import per_item
+
+    rows = [(i, [j for j, x in enumerate(row) if x is not None]) for i, row in enumerate(R)]
+    rows = [(i, js) for i, js in rows if js]
+    combined: dict[int, np.ndarray] = {}
+    for i, js in rows:
+        for j in js:
+            us = units(i, j)
+            scores = per_item(metrics[j], us[0]["predictions"], us[0]["references"], sources=us[0].get("sources")) \
+                if us and len(us) == 1 else None
+            if scores is None or (j in combined and len(scores) != combined[j].size):
+                return None
+            combined[j] = combined.get(j, 0.0) + np.asarray(scores, dtype=float) / (len(rows) * len(js))
+    if not combined:
+        return None
+    return round(float(sqrt(sum(c.var(ddof=1) / c.size for c in combined.values() if c.size >= 2))), 4)
 
 
 def _mean_se(ses: list) -> float | None:

@@ -18,13 +18,13 @@ def _ci(ci) -> str:
 def _summary_lines(s: dict) -> list[str]:
     """Last, Avg, BWT, FWT, forgetting (docs/CONTINUAL.md), with their standard error or paired 95% interval."""
     return ["", f"* Last (final average): **{_fmt(s['final_average'], 2)}**" + (f" ± {_fmt(s.get('last_se'), 2)}" if s.get("last_se") is not None else ""),
-            f"* Avg (mean of the averages per stage): **{_fmt(s.get('avg'), 2)}**",
+            f"* Avg (mean of the averages per stage): **{_fmt(s.get('avg'), 2)}**" + (f" ± {_fmt(s.get('avg_se'), 2)}" if s.get("avg_se") is not None else ""),
             f"* BWT: **{_fmt(s['bwt'], 2)}**{_ci(s.get('bwt_ci'))}" + (" (one stage: not defined)" if s["bwt"] is None else ""),
             f"* FWT: **{_fmt(s.get('fwt'), 2)}**{_ci(s.get('fwt_ci'))}" + (" (needs a task scored by the base and before it was learnt)" if s.get("fwt") is None else ""),
             f"* forgetting: **{_fmt(s['forgetting'], 2)}**"]
 
 
-def _general_lines(g: dict | None) -> list[str]:
+def general_lines(g: dict | None) -> list[str]:
     """The deployed system on the general suite after each stage, and its change from the base model."""
     if not g or not g.get("stages"):
         return []
@@ -52,8 +52,7 @@ def write_results(root: Path, results: dict, *, title: str | None = None) -> Non
 
 
 def markdown(res: dict, *, title: str | None = None) -> str:
-    tasks, R, stages = res["tasks"], res["R"], res["stages"]
-    s = res["summary"]
+    tasks, s = res["tasks"], res["summary"]
     lines = [f"# {title or 'Continual instruction tuning: ' + res['method']}", ""]
     lines += [f"Base model `{res['model']}`, method **{res['method']}**, tasks in order: {', '.join(tasks)}; "
               f"{res['config']['max_steps']} steps per task, batch {res['config']['batch_size']}, "
@@ -61,25 +60,32 @@ def markdown(res: dict, *, title: str | None = None) -> str:
     lines += ["Metrics: " + ", ".join(f"{t} {m}" for t, m in zip(tasks, res["metrics"])) + ".", ""]
     lines += ["R[i][j]: score on task j (column) after stage i (row), ± its standard error over the validation items "
               "(closed form for per-item metrics, bootstrap for corpus ones).", ""]
-    lines += ["| after \\ task | " + " | ".join(tasks) + " | average |", "|---" * (len(tasks) + 2) + "|"]
-    R_se = res.get("R_se") or [[None] * len(row) for row in R]
-    for name, row, se_row, avg in zip(stages, R, R_se, s["average_per_stage"]):
-        cells = [_fmt(x) + (f" ± {_fmt(e)}" if x is not None and e is not None else "") for x, e in zip(row, se_row)]
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {_fmt(avg)} |")
+    lines += matrix_lines(res)
     lines += _summary_lines(s)
     cons = res.get("constraint")
     if cons:
         for name, values in cons.items():
             lines.append(f"* {name}: outputs meeting the constraint after each stage (%): " + ", ".join(_fmt(v) for v in values))
-    lines += _routing_lines(res.get("routing"))
-    lines += _general_lines(res.get("general"))
+    lines += routing_lines(res.get("routing"))
+    lines += general_lines(res.get("general"))
     if res.get("command"):
         lines += ["", "Command:", "", "```", res["command"], "```"]
     lines += ["", f"Wall time: {res.get('wall_time_s', 0):.0f} s.", ""]
     return "\n".join(lines)
 
 
-def _routing_lines(routing: list | None) -> list[str]:
+def matrix_lines(res: dict) -> list[str]:
+    """R as a table: a row per stage, a column per task (± its SE), and the average per stage."""
+    tasks, R = res["tasks"], res["R"]
+    lines = ["| after \\ task | " + " | ".join(tasks) + " | average |", "|---" * (len(tasks) + 2) + "|"]
+    R_se = res.get("R_se") or [[None] * len(row) for row in R]
+    for name, row, se_row, avg in zip(res["stages"], R, R_se, res["summary"]["average_per_stage"]):
+        cells = [_fmt(x) + (f" ± {_fmt(e)}" if x is not None and e is not None else "") for x, e in zip(row, se_row)]
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {_fmt(avg)} |")
+    return lines
+
+
+def routing_lines(routing: list | None) -> list[str]:
     if not routing:
         return []
     labels = ["base" if x is None else x for x in routing[-1]["labels"]]

@@ -104,9 +104,15 @@ def _fresh(staging: Path, resume: bool) -> None:
     staging.mkdir(parents=True, exist_ok=True)
 
 
+def run_settings(config: dict) -> dict:
+    """The options that define a run (a config as ``results.json`` records it): all but --resume and --overwrite,
+    as JSON values. ``--resume`` continues only a run with the same ones (bench/cit.py skips a finished one)."""
+    return json.loads(json.dumps({k: v for k, v in config.items() if k not in ("resume", "overwrite")}))
+
+
 def _same_run(staging: Path, cfg: ContinualConfig) -> None:
     """--resume continues the same run only: its settings are recorded when it starts and compared on --resume."""
-    settings = json.loads(json.dumps({k: v for k, v in to_dict(cfg).items() if k not in ("resume", "overwrite")}))
+    settings = run_settings(to_dict(cfg))
     f = staging / "checkpoints" / "settings.json"
     if cfg.resume and f.is_file():
         old = json.loads(f.read_text())

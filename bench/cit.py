@@ -1,0 +1,241 @@
+"""Continual instruction tuning on the five CIT tasks (../shared/data/cit): the benchmark that decides.
+
+Runs ``retain continual`` for every method of the continual registry (``retain.continual.methods``; read, not
+listed here) on the five tasks in the order of the data README (simp, emdg, inqqg, exp, hgen), with the same budget
+for all: steps per task (multitask: steps x 5 on the mixture), batch, max length, validation items, the switch's
+general class (``--general-data builtin``), the general-ability suite, best-weights selection and seed as the CLI's
+defaults give them. Then writes, from whatever methods have finished (the others listed as not yet run):
+
+    docs/results/cit.md                 command, budget, Last/Avg/BWT/FWT/forgetting, general-ability delta,
+                                        routing, paired differences, and "What holds at 95%" (bench/cit_report.py)
+    docs/results/cit.json               every finished method's results.json (per-item units left out)
+    docs/results/cit_average.png        average score over the tasks seen, per stage, all methods
+    docs/results/cit_general.png        general-ability delta from the base per stage, with its 95% interval
+    docs/results/cit/<method>/          results.md, results.json (with units), R.png, average.png
+
+Resumable, for a run spread over several sessions: each method runs into runs/cit/<method>/ with ``--save-every``;
+rerunning the same command skips a finished method whose recorded options (``results.json`` ``config``) equal this
+invocation's, reruns one with other options (naming them), and continues an interrupted one with ``--resume``
+(its hidden ``runs/cit/.<method>.partial`` holds the same options; with other ones it starts afresh, saying so).
+``arrow`` trains the same adapters as ``switchcit`` (byte-identical, tested), but ``retain continual`` has no
+option to take them from a registry, so it trains them again.
+
+Budget (defaults) and why: 200 steps per task at batch 4 (800 examples of each task's 2000, 16x cit_small's 48),
+max length 256 (the CLI's; at 128, 54% of inqqg's training examples would lose their instruction, which opens the
+input, for 10% less compute), the first 100 validation items per task measure R (the next 50 choose each task's
+best weights every 50 steps, the CLI's ``--eval-every``/``--select-samples``), each method's default learning rate
+(registry: 2e-4 for LoRA adapters, 2e-5 full fine-tuning and OSF), seed 0, a checkpoint every 50 steps. General
+ability on ``bench/icl_suite.yaml`` (10 tasks x 30 items, 4-shot), not the built-in suite: the switch's general
+class is learnt from the built-in suite's own items (``--general-data builtin``), so the built-in suite would
+measure it on prompts it was trained on.
+
+Cost, from a timing probe (2026-11-30, SmolLM2-135M, OMP_NUM_THREADS=1, this 2-core machine under load 2-3): a
+batch of 8 CIT examples (751 tokens) takes 13.6 s per step full fine-tuning and 11.5 s with LoRA; the mean
+example is 79 tokens at max length 256 (simp 56, emdg 76, inqqg 147, exp 56, hgen 61), so a batch of 4 takes
+about 5.7 s (full) and 4.8 s (LoRA); cit_small measured 4-11 s per step at batch 4. Generation: 0.65 s per CIT
+validation item (cit_small: about 1550 s for 2400 items); the ICL suite about 40 s per scoring. Per method:
+
+    training   1000 steps x 5.7 s = 1.6 h (full: sequential, replay, multitask, osf) or x 4.8 s = 1.3 h (LoRA)
+    R and FWT  (5 base + 2+3+4+5+5 after the stages) x 100 items x 0.65 s = 26 min (multitask: 1000 items, 11 min)
+    selection  4 scorings x 50 items x 5 tasks x 0.65 s = 11 min (multitask: 20 x 250 items = 54 min)
+    general    6 scorings x ~40 s = 4 min (routed through the switch or Arrow: 2-3x)
+
+    switchcit ~1.9 h, sequential-lora ~1.9 h, sequential ~2.2 h, replay ~2.2 h, osf ~2.3 h (+ an SVD per task,
+    not probed), multitask ~2.7 h, arrow ~2.8 h (Arrow mixes 3 adapters in every LoRA layer for every token:
+    generation about 3x slower, bench/routing.py); about 16 h in all on this machine, training 70-80% of it.
+
+Evaluation does not dominate; nothing is measured less. Not reused: every method scores the base model again on
+the five tasks and the general suite (identical, greedy: about 6 min per method), which needs a CLI option.
+
+    python bench/cit.py                                   # everything, resumable (rerun the same command)
+    OMP_NUM_THREADS=1 python bench/cit.py                 # on a shared, oversubscribed machine
+    python bench/cit.py --methods switchcit multitask     # some methods
+    python bench/cit.py --aggregate-only                  # rebuild docs/results from runs/cit
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # retain from this checkout, installed or not
+sys.path.insert(0, str(ROOT / "bench"))  # cit_report
+DATA = Path(os.environ.get("RETAIN_SHARED_DATA", ROOT.parent / "shared" / "data")) / "cit"
+TASKS = ("simp", "emdg", "inqqg", "exp", "hgen")  # the order listed in the data README
+BUDGET = {"name": "cit", "max_steps": 200, "batch_size": 4, "max_length": 256, "eval_samples": 100,
+          "general_suite": "bench/icl_suite.yaml", "general_examples": 30, "save_every": 50, "seed": 0}
+
+
+def registry_methods() -> list[str]:
+    from retain.continual.methods import names
+
+    return list(names())
+
+
+def parse(argv: list[str] | None, budget: dict) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="smollm2-135m")
+    ap.add_argument("--methods", nargs="+", default=budget.get("methods") or registry_methods(), choices=registry_methods(), metavar="METHOD",
+                    help="continual methods (default: every method of the registry)")
+    ap.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS, help="a subset of the tasks (kept in their order)")
+    ap.add_argument("--max-steps", type=int, default=budget["max_steps"], help="steps per task (multitask: x tasks on the mixture)")
+    ap.add_argument("--batch-size", type=int, default=budget["batch_size"])
+    ap.add_argument("--max-length", type=int, default=budget["max_length"])
+    ap.add_argument("--eval-samples", type=int, default=budget["eval_samples"], help="validation items per task that measure R")
+    ap.add_argument("--general-suite", default=budget["general_suite"], help="suite of the general-ability delta (retain eval --suite)")
+    ap.add_argument("--general-examples", type=int, default=budget["general_examples"], help="items per general-suite task")
+    ap.add_argument("--save-every", type=int, default=budget["save_every"], help="checkpoint every N steps (for --resume)")
+    ap.add_argument("--seed", type=int, default=budget["seed"])
+    ap.add_argument("--lr", nargs="+", default=[f"{m}={v}" for m, v in budget.get("lr", {}).items()], metavar="METHOD=LR",
+                    help="a method's learning rate (default: the method's own, from the registry)")
+    ap.add_argument("--option", nargs="+", default=[], metavar="NAME=VALUE",
+                    help="any other 'retain continual' option, for every method (e.g. select_samples=4)")
+    ap.add_argument("--margin", type=float, default=2.0, help="points within which 'about 0' / 'near' holds (What holds at 95%%)")
+    ap.add_argument("--runs", default=str(ROOT / "runs" / budget["name"]))
+    ap.add_argument("--docs", default=str(ROOT / "docs" / "results"))
+    ap.add_argument("--name", default=budget["name"], help="file names under --docs: NAME.md, NAME.json, NAME_*.png, NAME/")
+    ap.add_argument("--aggregate-only", action="store_true")
+    args = ap.parse_args(argv)
+    args.tasks = [t for t in TASKS if t in args.tasks]
+    args.documented = budget.get("methods") or registry_methods()  # the methods the documents cover
+    return args
+
+
+def _rel(p) -> str:
+    """A path as the commands record it: relative to the checkout when it is beside it (stable across checkouts)."""
+    p = Path(p).resolve()
+    return os.path.relpath(p, ROOT) if p.is_relative_to(ROOT.parent) else str(p)
+
+
+def _pairs(items: list[str], what: str) -> dict[str, str]:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key or not value:
+            sys.exit(f"cit: {what} '{item}' is not NAME=VALUE")
+        out[key] = value
+    return out
+
+
+def continual_argv(method: str, args) -> list[str]:
+    """The ``retain continual`` flags of one method (without --resume/--overwrite)."""
+    lrs = _pairs(args.lr, "--lr")
+    argv = ["--model", args.model, "--method", method, "--tasks", *[_rel(DATA / t) for t in args.tasks],
+            "--task-config", "bench/cit_tasks.yaml", "--output", _rel(Path(args.runs) / method),
+            "--max-steps", str(args.max_steps), "--batch-size", str(args.batch_size), "--max-length", str(args.max_length),
+            "--eval-samples", str(args.eval_samples), "--general-suite", args.general_suite,
+            "--general-examples", str(args.general_examples), "--save-every", str(args.save_every), "--seed", str(args.seed)]
+    if method in lrs:
+        argv += ["--lr", lrs[method]]
+    for key, value in _pairs(args.option, "--option").items():
+        argv += ["--" + key.replace("_", "-"), value]
+    return argv
+
+
+def settings(argv: list[str]) -> dict:
+    """The options ``retain continual argv`` would record, as ``--resume`` compares them (one rule:
+    ``workflows.continual.run_settings``)."""
+    from retain.cli import build_parser
+    from retain.config import build, to_dict
+    from retain.continual.config import ContinualConfig
+    from retain.workflows.continual import run_settings
+
+    return run_settings(to_dict(build(ContinualConfig, build_parser().parse_args(["continual", *argv]))))
+
+
+def _differ(a: dict, b: dict) -> list[str]:
+    return sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
+
+
+def plan(method: str, args) -> tuple[list[str] | None, str]:
+    """(the flags to add, or None to skip; what and why) for one method."""
+    from retain.artifacts import staging_dir
+
+    out = Path(args.runs).resolve() / method
+    want = settings(continual_argv(method, args))
+    extra: list[str] = []
+    note = "run"
+    if (out / "results.json").is_file():
+        diff = stale(args).get(method)
+        if not diff:
+            return None, "finished with the same options: skipped"
+        extra.append("--overwrite")
+        note = f"finished with other options ({', '.join(diff)}): rerun"
+    recorded = staging_dir(out) / "checkpoints" / "settings.json"
+    if recorded.is_file():
+        diff = _differ(json.loads(recorded.read_text()), want)
+        if diff:
+            note += f"; an interrupted run with other options ({', '.join(diff)}) is discarded"
+        else:
+            extra.append("--resume")
+            note += "; continues the interrupted run (--resume)"
+    return extra, note
+
+
+def run_methods(args) -> int:
+    """Each method in turn (skipped, rerun or resumed as ``plan`` says); the documents rewritten after each run."""
+    ran = False
+    for method in args.methods:
+        extra, note = plan(method, args)
+        print(f"[cit] {method}: {note}", flush=True)
+        if extra is None:
+            continue
+        cmd = [sys.executable, "-m", "retain", "continual", *continual_argv(method, args), *extra]
+        print("$ " + shlex.join(cmd), flush=True)
+        rc = subprocess.run(cmd, cwd=ROOT).returncode
+        aggregate(args)
+        ran = True
+        if rc:
+            print(f"[cit] {method} stopped (exit {rc}); rerun the same command to continue it", flush=True)
+            return rc
+    if not ran:
+        aggregate(args)
+    return 0
+
+
+def command_line(args) -> str:
+    env = f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']} " if "OMP_NUM_THREADS" in os.environ else ""
+    argv = [a for a in sys.argv[1:] if a != "--aggregate-only"]
+    return env + shlex.join(["python", "bench/" + Path(sys.argv[0]).name, *argv])
+
+
+def stale(args) -> dict[str, list[str]]:
+    """Finished methods whose recorded options differ from this invocation's: {method: the options that differ}."""
+    from retain.workflows.continual import run_settings
+
+    out = {}
+    for method in args.documented + [m for m in args.methods if m not in args.documented]:
+        f = Path(args.runs) / method / "results.json"
+        if f.is_file():
+            diff = _differ(run_settings(json.loads(f.read_text())["config"]), settings(continual_argv(method, args)))
+            if diff:
+                out[method] = diff
+    return out
+
+
+def aggregate(args) -> None:
+    import cit_report
+
+    cit_report.write(Path(args.runs), Path(args.docs), args.name, command=command_line(args), methods=args.documented,
+                     margin=args.margin, argv=lambda m: "retain continual " + shlex.join(continual_argv(m, args)), stale=stale(args))
+
+
+def main(argv: list[str] | None = None, budget: dict | None = None) -> None:
+    args = parse(argv, {**BUDGET, **(budget or {})})
+    missing = [t for t in args.tasks if not (DATA / t / "train.jsonl").is_file()]
+    if missing and not args.aggregate_only:
+        sys.exit(f"cit: task data not found under {DATA} ({', '.join(missing)}); set RETAIN_SHARED_DATA")
+    if args.aggregate_only:
+        aggregate(args)
+        return
+    sys.exit(run_methods(args))
+
+
+if __name__ == "__main__":
+    main()
