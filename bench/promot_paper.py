@@ -27,8 +27,13 @@ reuses finished runs and evaluations and resumes an interrupted training with ``
 mechanism; an analysis restarts), refused when recorded with other options (``--overwrite``).
 ``--aggregate-only`` rebuilds the docs from whatever finished ("not yet run" for the rest).
 
-Cost (CPU hours per unit, 2-core machine, one thread; ``probe`` measures it, see docs/results/promot_paper.md):
-see COST below and the md; the search is about 25 CPU hours, the paper run about 20.
+Cost, from ``probe`` (bench/results/promot_paper_probe.json, 2026-11-30, one thread while the 2-core machine ran
+at load ~4): a packed RTE step 17.9 s (full FT), 15.0 s (stage 1, 100-token prompt), 19.3 s (stage 2); En-Fr
+4.7 s; 0.42 s per suite item, 1.25 s per RTE item. Per unit (CPU hours): search-base 0.3, full FT 0.8 (100
+steps) / 1.8 (300), ProMoT 3.2 (6.1 with 1000 stage-1 steps): the search ~39 h; paper: RTE base 0.4 / full 1.9
+/ promot 3.3 / promot-1shot 3.3, En-Fr 0.4 / 0.8 / 1.2 / 1.2, multi-task full 2.4 / promot 5.0, format curve
+6.5, gradients 4.7: ~31 h. A quiet machine should take about half (the engine's 71 tokens/s at one thread,
+bench/results/train_throughput.json, gives ~9 s per RTE step). ``--only PATTERN`` runs a subset of the units.
 
     OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 python bench/promot_paper.py search           # point 5
     OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 python bench/promot_paper.py paper            # point 6, after the search
@@ -72,7 +77,7 @@ COST_FILE = ROOT / "bench" / "results" / "promot_paper_probe.json"
 
 def train_options(args, task: str, **over) -> dict:
     """The training options of one unit (``TrainConfig`` fields), ``--steps`` capping every step count."""
-    opts = {**COMMON, **{k: v for k, v in TASKS[task].items()}, "model": args.model, **over}
+    opts = {**COMMON, **TASKS[task], "model": args.model, **over}
     if args.steps:
         opts.update({f: args.steps for f in STEP_FIELDS})
     return opts
@@ -180,6 +185,8 @@ def recipe(args) -> tuple[dict, dict, str]:
     if args.recipe == "default":
         return dict(FULL_GRID["lr=0.0001,steps=300"]), dict(CENTRE), "the search's centre (--recipe default), not searched"
     choice = Path(args.work) / "search-choice.json"
+    if not choice.is_file() and args.aggregate_only:  # the docs can show the plan before the search has chosen
+        return dict(FULL_GRID["lr=0.0001,steps=300"]), dict(CENTRE), "not chosen yet (the search has not finished): planned at its centre"
     if not choice.is_file():
         from retain.errors import RetainError
 
@@ -202,17 +209,22 @@ def paper_units(args) -> list[tuple]:
         units.append((f"paper-multitask-{m}", "multitask", m, None,
                       {k: v for k, v in train_options(args, "rte", **mt).items() if k not in ("template", "metric")}, ev))
     rte_full = train_options(args, "rte", **full, **{k: promot[k] for k in promot if k != "stage2_steps"}, stage2_steps=full["max_steps"])
-    curve = {"suite": SUITE, "shots": "1", "examples": min(args.examples or 50, 50), "tuned_examples": args.tuned_examples,
-             "seed": PAPER_SEED, "methods": "full,promot", "every": max(1, rte_full["max_steps"] // 6)}
-    grads = {"methods": "full,promot", "every": max(1, (args.steps or 400) // 8), "probe_batches": 4}
+    every = max(1, rte_full["max_steps"] // 6)  # 7 points of each model-tuning stage (the paper's Fig. 2: 0..300 RTE steps)
+    curve = {"suite": SUITE, "shots": "1", "examples": min(args.examples or 50, 50), "tuned_examples": min(args.tuned_examples, 100),
+             "seed": PAPER_SEED, "methods": "full,promot", "every": every}
+    grads = {"methods": "full,promot", "every": every, "probe_batches": 4}
     units.append(("paper-rte-format-curve", "format-curve", None, "rte", rte_full, curve))
-    g = train_options(args, "rte", **{**rte_full, "max_steps": 400, "stage2_steps": 400})
-    units.append(("paper-rte-gradients", "gradients", None, "rte", g, grads))
+    units.append(("paper-rte-gradients", "gradients", None, "rte", rte_full, grads))
     return units
 
 
-def run_units(units_list: list[tuple], units: Units, log) -> None:
+def run_units(units_list: list[tuple], units: Units, log, only: str | None = None) -> None:
+    """Run every unit (``only``: those whose name matches one of these comma-separated shell patterns)."""
+    from fnmatch import fnmatch
+
     for name, kind, method, task, train, ev in units_list:
+        if only and not any(fnmatch(name, p.strip()) for p in only.split(",")):
+            continue
         if kind == "compare":
             compare_unit(units, name, task, method, train, ev, log)
         elif kind == "multitask":
@@ -558,8 +570,8 @@ def write_paper(args, units: Units, docs: Path, command: str) -> dict:
     _, _, source = recipe(args)
     md = ["# The ProMoT paper at small scale (issue 12, point 6)", "", "Command (repository root):", "", "```bash", command, "```", "",
           f"Model {args.model}; recipe: {source}; suite bench/paper_suite.yaml (10 tasks of ../shared/data/icl + En-De, "
-          f"{args.examples or 100} items each), 1- and 4-shot, seed {PAPER_SEED}; tuned task: first {args.tuned_examples} "
-          "validation items, in its own format, ProMoT with its prompt. Paper columns: mT5-XXL, 1-shot, its 8 tasks (BLEU for "
+          f"{args.examples or 100} items each), 1- and 4-shot, seed {PAPER_SEED}; tuned task: its first {args.tuned_examples} "
+          "validation items (RTE has 277, En-Fr 500), in its own format, ProMoT with its prompt. Paper columns: mT5-XXL, 1-shot, its 8 tasks (BLEU for "
           "translation; ours chrF): the layout is the paper's, the numbers are not comparable in level, only in direction.", "",
           "## Units", "", *status_lines(units, plan, done), "", cost_text({"paper": plan}), "",
           "## The paper's claims here", "",
@@ -665,7 +677,7 @@ def cost_text(plans: dict | None = None) -> str:
             f"{p['full_step_s']['rte']} s / En-Fr {p['full_step_s']['en_fr']} s; stage-1 step (100-token prompt) "
             f"{p['stage1_step_s']['rte']} s / {p['stage1_step_s']['en_fr']} s; stage-2 step {p['stage2_step_s']['rte']} s / "
             f"{p['stage2_step_s']['en_fr']} s; {p['suite_item_s']} s per suite item, {p['tuned_item_s']} s per RTE item; "
-            f"packed as the engine packs ({p.get('prompt_layout')} prompt layout); load average {p.get('load_average_at_start')} at "
+            f"packed as the engine packs ({p.get('prompt_layout')} prompt layout); load average {p.get('load_average_at_start', 0):.1f} at "
             f"the start on the 2 cores, so on a quiet machine expect less):")
     if not plans:
         return head
@@ -689,6 +701,8 @@ def main() -> None:
     ap.add_argument("--docs", default=str(ROOT / "docs" / "results"), help="where promot_paper*.md/.json/.png go")
     ap.add_argument("--aggregate-only", action="store_true", help="rebuild the docs from the finished units; run nothing")
     ap.add_argument("--overwrite", action="store_true", help="redo a unit recorded with other options")
+    ap.add_argument("--only", default=None, help="run only the units matching these comma-separated patterns "
+                                                 "(e.g. 'search-full-*'; the docs still cover every unit)")
     ap.add_argument("--recipe", choices=("search", "default"), default="search",
                     help="paper: the search's chosen recipe, or its centre without waiting for it")
     ap.add_argument("--steps", type=int, default=None, help="every step count of every unit (a smoke test: 2)")
@@ -706,13 +720,14 @@ def main() -> None:
     if args.step == "probe":
         probe(args)
         return
-    command = "OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 python bench/promot_paper.py " + shlex.join(sys.argv[1:])
+    # the command that runs the units (the docs say how they were made, also when rebuilt with --aggregate-only)
+    command = "OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 python bench/promot_paper.py " + shlex.join(a for a in sys.argv[1:] if a != "--aggregate-only")
     units, docs = Units(args.work, overwrite=args.overwrite, log=lambda m: print(m, flush=True)), Path(args.docs)
     docs.mkdir(parents=True, exist_ok=True)
     write = write_search if args.step == "search" else write_paper
     try:
         if not args.aggregate_only:
-            run_units(search_units(args) if args.step == "search" else paper_units(args), units, units.log)
+            run_units(search_units(args) if args.step == "search" else paper_units(args), units, units.log, args.only)
         out = write(args, units, docs, command)
     except RetainError as e:
         sys.exit(f"error: {e}")
