@@ -190,7 +190,7 @@ def recipe(args) -> tuple[dict, dict, str]:
     if not choice.is_file():
         from retain.errors import RetainError
 
-        raise RetainError(f"{choice}: no recipe chosen yet; finish 'search' (then --aggregate-only writes it) or pass --recipe default")
+        raise RetainError(f"{choice}: no recipe chosen yet; finish 'search' (it writes the choice once its last unit is done) or pass --recipe default")
     c = json.loads(choice.read_text())
     return c["full"]["options"], c["promot"]["options"], f"chosen by the search ({c['rule']})"
 
