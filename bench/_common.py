@@ -32,10 +32,18 @@ def write_result(name: str, data: dict) -> Path:
 
 def sst2_rows(tokenizer, n: int, template: str = "Review: {input}\nSentiment:") -> list[dict]:
     """Tokenized SST-2 training examples (loss on the output only), as the engine builds them."""
+    return task_rows(tokenizer, "sst2", n, template)
+
+
+def task_rows(tokenizer, task: str, n: int, template: str, max_length: int = 256, seed: int | None = None) -> list[dict]:
+    """Tokenized training examples of ../shared/data/TASK (the first ``n``, or ``n`` drawn with ``seed``)."""
+    import random
+
     from retain.data import TaskFormat, load_jsonl, tokenize
 
-    examples = load_jsonl(SHARED / "sst2" / "train.jsonl")[:n]
-    return tokenize(examples, tokenizer, TaskFormat(template), 256).rows
+    examples = load_jsonl(SHARED / task / "train.jsonl")
+    examples = examples[:n] if seed is None else random.Random(seed).sample(examples, n)
+    return tokenize(examples, tokenizer, TaskFormat(template), max_length).rows
 
 
 def step_timer(model, tokenizer, stage_trains: str, *, lr: float = 2e-5, packing: bool = False):
@@ -105,3 +113,69 @@ def lm_eval_setup(model, tokenizer, tasks, shots: int, batch_size: int):
     sys.path.insert(0, str(work))  # lm-eval imports retain_lmeval_utils from the task folder
     lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, max_length=2048, **hflm_kwargs(tokenizer))
     return lm, names, TaskManager(include_path=str(work)), work
+
+
+class Units:
+    """Cached, resumable units of work of a long benchmark: ``ROOT/NAME/`` with ``unit.json`` recording the unit's
+    options and whether it finished.
+
+    ``run(name, options, work)``: a unit finished with the same options is skipped (its recorded result returned);
+    one started with the same options is continued (``work(dir)`` resumes what it can, e.g. ``retain compare``'s
+    own reuse of trained runs and ``retain train --resume``); one recorded with different options is refused
+    (``overwrite``: started over). ``options`` must be JSON; ``work(dir)`` returns the JSON result kept in unit.json.
+    """
+
+    def __init__(self, root, *, overwrite: bool = False, log=print):
+        self.root, self.overwrite, self.log = Path(root), overwrite, log
+
+    def record(self, name: str) -> dict | None:
+        path = self.root / name / "unit.json"
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    def done(self, name: str, options: dict) -> dict | None:
+        """The finished unit's record, if it finished with these options."""
+        rec = self.record(name)
+        return rec if rec and rec.get("status") == "done" and rec.get("options") == _plain(options) else None
+
+    def run(self, name: str, options: dict, work):
+        import shutil
+
+        from retain.errors import RetainError
+
+        d, options = self.root / name, _plain(options)
+        rec = self.record(name)
+        if rec and rec.get("options") != options:
+            if not self.overwrite:
+                key = next(k for k in sorted(set(rec.get("options", {})) | set(options))
+                           if rec.get("options", {}).get(k) != options.get(k))
+                raise RetainError(f"{d}: unit '{name}' was run with other options ('{key}': {rec['options'].get(key)!r} "
+                                  f"there, {options.get(key)!r} now); pass --overwrite to redo it")
+            shutil.rmtree(d)
+            rec = None
+        if rec and rec.get("status") == "done":
+            self.log(f"[units] {name}: done with the same options, skipped")
+            return rec["result"]
+        self.log(f"[units] {name}: {'continuing' if rec else 'starting'}")
+        d.mkdir(parents=True, exist_ok=True)
+        t0 = time.time()
+        self._write(d, {"name": name, "status": "running", "options": options, "started": _now()})
+        result = work(d)
+        spent = time.time() - t0
+        self._write(d, {"name": name, "status": "done", "options": options, "finished": _now(),
+                        "seconds": round(spent, 1), "resumed": rec is not None, "result": result})
+        self.log(f"[units] {name}: done in {spent / 60:.1f} min (this attempt)")
+        return result
+
+    @staticmethod
+    def _write(d: Path, rec: dict) -> None:
+        from retain.artifacts import write_json
+
+        write_json(d / "unit.json", rec)
+
+
+def _plain(x):
+    return json.loads(json.dumps(x, sort_keys=True))
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
