@@ -6,7 +6,8 @@ example attends to it. Every layer then processes the prompt's positions besides
 their keys and values carry gradient to the weights, so an exact stage-2 step costs at least what a full
 step on ``real + prompt`` tokens costs: real / (real + prompt) is the bound on the ratio of real tokens/s
 from token count alone (the optimizer step, the same on both sides, lifts it slightly). Both steps are the
-engine's own (selective-logit loss, fused AdamW); the sides alternate per batch size; best of the repeats.
+engine's own (selective-logit loss, fused AdamW); the sides alternate per batch size
+(A B, then B A, ...); best of the repeats.
 
     OMP_NUM_THREADS=1 python bench/stage2_cost.py [--batch-sizes 8,16,32 --steps 3 --repeats 2]
 
@@ -52,9 +53,9 @@ def main() -> None:
         real = sum(len(r["input_ids"]) for r in rows)
         prompt = args.prompt_length * (1 if layout == "shared" else b)
         s2_s, full_s = [], []
-        for _ in range(args.repeats):
-            full_s.append(full(rows, args.steps))
-            s2_s.append(stage2(rows, args.steps))
+        for r in range(args.repeats):  # A B, then B A: neither side always runs first
+            for side, times in ((full, full_s), (stage2, s2_s))[:: 1 if r % 2 == 0 else -1]:
+                times.append(side(rows, args.steps))
         ratio = min(full_s) / min(s2_s)  # same real tokens on both sides: the time ratio is the tokens/s ratio
         rows_out.append({"batch_size": b, "real_tokens": real, "prompt_tokens": prompt, "full_step_s": full_s,
                          "stage2_step_s": s2_s, "ratio": round(ratio, 3), "token_bound": round(real / (real + prompt), 3)})
