@@ -19,11 +19,25 @@ def _args(tmp_path, *extra):
                       "--runs", str(tmp_path / "runs"), *extra], cit.BUDGET)
 
 
-def test_every_registry_method_in_readme_order(tmp_path):
+def test_every_registry_method_deciding_three_first(tmp_path):
     from retain.continual.methods import names
 
     args = _args(tmp_path)
-    assert args.methods == list(names()) and args.tasks == ["simp", "emdg"]
+    assert args.methods[:3] == ["switchcit", "sequential", "multitask"] and sorted(args.methods) == sorted(names())
+    assert [m for m in args.methods if m not in cit.FIRST] == [m for m in names() if m not in cit.FIRST]
+    assert args.tasks == ["simp", "emdg"]
+    assert cit.parse(["--methods", "replay", "multitask"], cit.BUDGET).methods == ["multitask", "replay"]
+
+
+def test_jobs_skip_finished_and_order(tmp_path):
+    args = _args(tmp_path, "--methods", "replay", "sequential", "switchcit")
+    out = tmp_path / "runs" / "sequential"
+    out.mkdir(parents=True)
+    recorded = {**cit.settings(cit.continual_argv("sequential", args)), "resume": False, "overwrite": False}
+    (out / "results.json").write_text(json.dumps({"config": recorded}))
+    jobs = cit.jobs_of(args)
+    assert [j.name for j in jobs] == ["switchcit", "replay"]  # sequential finished with the same options
+    assert jobs[0].argv[-2:] == ["--seed", "0"] and "--method" in jobs[0].argv and not jobs[0].needs
 
 
 def test_skip_rerun_resume(tmp_path):
@@ -62,3 +76,89 @@ def test_combined_verdict():
     assert rep.combine([rep.HOLDS, rep.HOLDS]) == rep.HOLDS
     assert rep.combine([rep.HOLDS, rep.UNDECIDED]) == rep.UNDECIDED
     assert rep.combine([rep.UNDECIDED, rep.FAILS]) == rep.FAILS
+
+
+# ------------------------------------------------------------------ _common.run_jobs (both benchmarks' --jobs)
+# A unit here is a small Python process: it counts to STEPS, one step per 0.05 s, keeping its count in a file (its
+# "checkpoint") and continuing from it when started again; SIGINT makes it save and exit 130, as a training does.
+UNIT = """
+import os, signal, sys, time
+name, steps, d = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+state = os.path.join(d, name + ".count")
+n = int(open(state).read()) if os.path.exists(state) else 0
+stop = []
+signal.signal(signal.SIGINT, lambda *a: stop.append(1))
+open(os.path.join(d, name + ".times"), "a").write(f"start {time.time()} {os.environ['OMP_NUM_THREADS']}\\n")
+print(name, "from", n, flush=True)
+while n < steps and not stop:
+    time.sleep(0.05)
+    n += 1
+    open(state, "w").write(str(n))
+open(os.path.join(d, name + ".times"), "a").write(f"end {time.time()}\\n")
+sys.exit(130 if stop else 0)
+"""
+
+
+def _jobs(d: Path, steps: dict, needs: dict | None = None):
+    from _common import Job
+
+    return [Job(n, [sys.executable, "-c", UNIT, n, str(s), str(d)], needs=(needs or {}).get(n, ())) for n, s in steps.items()]
+
+
+def _times(d: Path, name: str) -> list[list[str]]:
+    return [line.split() for line in (d / f"{name}.times").read_text().splitlines()]
+
+
+def test_jobs_run_at_once_with_threads_split_and_dependencies(tmp_path):
+    import os
+
+    from _common import run_jobs
+
+    lines = []
+    rc = run_jobs(_jobs(tmp_path, {"a": 8, "b": 8, "c": 1}, {"c": ("a", "missing")}), 2, tmp_path / "logs", log=lines.append)
+    assert rc == 0
+    (sa, ea), (sb, eb), (sc, _) = (_times(tmp_path, n) for n in "abc")
+    assert float(sb[1]) < float(ea[1]) and float(sa[1]) < float(eb[1])  # a and b overlapped
+    assert float(sc[1]) >= float(ea[1])  # c needs a (a need outside the jobs counts as met)
+    assert sa[2] == str(max(1, (os.cpu_count() or 1) // 2))  # OMP_NUM_THREADS = cpus // jobs
+    assert (tmp_path / "logs" / "b.log").read_text().splitlines()[-1] == "b from 0"
+    assert sum("started" in x for x in lines) == 3 and sum("finished" in x for x in lines) == 3
+    failing = _jobs(tmp_path, {"d": 1, "e": 1}, {"e": ("d",)})
+    failing[0].argv = [sys.executable, "-c", "raise SystemExit(3)"]
+    assert run_jobs(failing, 2, tmp_path / "logs", log=lines.append) == 3
+    assert not (tmp_path / "e.times").exists() and "e: not started (d failed)" in lines[-1]
+
+
+PARENT = """
+import sys
+sys.path.insert(0, sys.argv[1])
+from _common import Job, run_jobs
+unit, d = sys.argv[2], sys.argv[3]
+jobs = [Job(n, [sys.executable, "-c", unit, n, "40", d]) for n in ("a", "b", "c")]
+sys.exit(run_jobs(jobs, 2, d + "/logs", on_finish=lambda n, s: print("finish", n, s, flush=True)))
+"""
+
+
+def test_interrupted_parallel_run_stops_children_and_resumes(tmp_path):
+    import signal
+    import subprocess
+    import time
+
+    bench = str(Path(cit.__file__).parent)
+    cmd = [sys.executable, "-c", PARENT, bench, UNIT, str(tmp_path)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 10
+    while not all((tmp_path / f"{n}.count").exists() for n in "ab") and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 130 and "Traceback" not in err, err
+    assert "finish a 130" in out and "finish b 130" in out and not (tmp_path / "c.times").exists()  # c never started
+    kept = {n: int((tmp_path / f"{n}.count").read_text()) for n in "ab"}
+    assert all(0 < k < 40 for k in kept.values())  # each stopped mid-way, its state written
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    for n in "ab":  # the rerun continued each from where it stopped
+        assert f"{n} from {kept[n]}" in (tmp_path / "logs" / f"{n}.log").read_text()
+        assert (tmp_path / f"{n}.count").read_text() == "40"
+    assert (tmp_path / "c.count").read_text() == "40"

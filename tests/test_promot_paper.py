@@ -33,7 +33,7 @@ def _eval(suite_right: int, tuned_right: int, rate: float) -> dict:
 
 
 def _results(**promots) -> dict:
-    methods = {"base": _eval(30, 20, 0.0), "full@recipe=lr=0.0003,steps=300": _eval(10, 36, 40.0)}
+    methods = {"base": _eval(30, 20, 0.0), "full@recipe=lr=0.0003,steps=60": _eval(10, 36, 40.0)}
     methods.update({f"promot@recipe={k}": v for k, v in promots.items()})
     results = pp.results_of(methods, "rte", [4])
     results["paired"] = pp.paired_vs_base(results)
@@ -48,14 +48,14 @@ def _results(**promots) -> dict:
 ])
 def test_goal_rule(promot, holds):
     g = pp.goal(_results(centre=promot), "4")
-    assert g["full_points_losing_10"] == ["full@recipe=lr=0.0003,steps=300"]
+    assert g["full_points_losing_10"] == ["full@recipe=lr=0.0003,steps=60"]
     assert g["holds"] is holds
     (row,) = g["pairs"]
     assert row["drop_full"] == pytest.approx(50.0)
 
 
 def test_goal_premise_and_choice():
-    weak = {"base": _eval(30, 20, 0.0), "full@recipe=lr=1e-05,steps=100": _eval(28, 30, 0.0),
+    weak = {"base": _eval(30, 20, 0.0), "full@recipe=lr=1e-05,steps=20": _eval(28, 30, 0.0),
             "promot@recipe=centre": _eval(30, 30, 0.0)}
     results = pp.results_of(weak, "rte", [4])
     results["paired"] = pp.paired_vs_base(results)
@@ -63,5 +63,59 @@ def test_goal_premise_and_choice():
     assert not g["full_points_losing_10"] and not g["holds"] and "premise" in pp.goal_text(g)
     # the choice: full FT's best RTE point; ProMoT's best Norm. Avg. among points not significantly below it on RTE
     c = pp.choose(_results(centre=_eval(20, 36, 5.0), **{"stage2_lr=3e-5": _eval(30, 20, 0.0), "1shot": _eval(26, 35, 5.0)}), "4")
-    assert c["full"]["options"] == {"lr": 3e-4, "max_steps": 300}
+    assert c["full"]["options"] == {"lr": 3e-4, "max_steps": 60}
     assert c["promot"]["name"] == "promot@recipe=1shot" and "one_shot" not in c["promot"]["options"]
+
+
+# ------------------------------------------------------------------ --jobs: which units run, in what order, on what
+def _args(tmp_path, *extra):
+    return pp.parse_args(["all", "--model", "tiny-random-llama", "--work", str(tmp_path / "work"), "--docs", str(tmp_path / "docs"),
+                          *extra])
+
+
+def test_jobs_skip_done_units_and_paper_waits_for_the_search(tmp_path):
+    from bench._common import Units
+
+    args = _args(tmp_path)
+    units = Units(args.work)
+    name, kind, method, task, train, ev = pp.search_units(args)[1]
+    (units.root / name).mkdir(parents=True)
+    units._write(units.root / name, {"status": "done", "options": pp.unit_options(kind, task, method, train, ev), "result": {}})
+    jobs = pp.plan_jobs(args, ["search", "paper"], units)
+    search = [u[0] for u in pp.search_units(args)]
+    paper = [j for j in jobs if j.name.startswith("paper-")]
+    assert [j.name for j in jobs if j.name.startswith("search-")] == [n for n in search if n != name]  # done: no process
+    assert len(paper) == 12 and all(j.needs == tuple(search) for j in paper)
+    assert paper[0].argv[2:5] == ["paper", "--unit", paper[0].name] and "--keep-weights" not in paper[0].argv
+    # --recipe default: nothing to wait for; --only: a subset
+    assert not any(j.needs for j in pp.plan_jobs(_args(tmp_path, "--recipe", "default"), ["search", "paper"], units))
+    only = pp.plan_jobs(_args(tmp_path, "--only", "search-full-*,paper-rte-base"), ["search", "paper"], units)
+    assert len(only) == 8 and only[-1].name == "paper-rte-base"  # 7 full-FT units left (one is done) + paper-rte-base
+
+
+def test_budget_by_the_cost_model():
+    """The search within ~8 CPU hours and the paper run within 10, by the probe's measurements, with the same
+    number of configurations for ProMoT and full FT and every knob of the issue varied."""
+    import json
+
+    args = pp.parse_args(["all"])
+    p = json.loads(pp.COST_FILE.read_text())
+    hours = {s: sum(pp.unit_hours(k, t, m, tr, ev, p) for _, k, m, t, tr, ev in pp.step_units(args, s)) for s in ("search", "paper")}
+    assert hours["search"] <= 8.5 and hours["paper"] <= 10.0, hours
+    assert len(pp.FULL_GRID) == len(pp.PROMOT_GRID)
+    varied = {k for v in pp.PROMOT_GRID.values() for k in v}
+    assert varied == {"stage2_lr", "prompt_length", "stage1_steps", "stage1_lr", "prompt_init", "one_shot"}
+    assert {k for v in pp.FULL_GRID.values() for k in v} == {"lr", "max_steps"}
+
+
+def test_drop_weights(tmp_path):
+    from bench._common import drop_weights
+
+    d = tmp_path / "unit"
+    for f in ("compare/runs/full/model/model.safetensors", "compare/runs/full/prompt/adapter.bin",
+              "compare/evals/full.json", "run/checkpoints/stage2/checkpoint-5/x.bin", "keep/model/w.bin"):
+        (d / f).parent.mkdir(parents=True, exist_ok=True)
+        (d / f).write_bytes(b"0" * 10)
+    assert drop_weights(d, keep=("keep",)) == 20
+    left = sorted(p.relative_to(d).as_posix() for p in d.rglob("*") if p.is_file())
+    assert left == ["compare/evals/full.json", "compare/runs/full/prompt/adapter.bin", "keep/model/w.bin"]
