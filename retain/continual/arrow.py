@@ -16,13 +16,16 @@ by PEFT's rule, in a hook: a measurement, not the routing).
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import torch
 
 from retain.continual.measure import eval_items, evaluate_plain, routing_summary
+from retain.continual.registry import copy_adapters
 from retain.continual.switchcit import train_adapter
 from retain.continual.tasks import Task
 from retain.data import render
+from retain.distributed import on_main
 from retain.tokens import pad_right, prompt_ids
 
 ROUTER = "arrow_router"  # the adapter name create_arrow_model gives the router
@@ -76,8 +79,12 @@ def run_arrow(ctx, tasks: list[Task], max_new: dict, previous=None) -> dict:
     pristine = copy.deepcopy(ctx.loaded.model)  # create_arrow_model wraps a base that holds no adapter yet
     model = ctx.loaded.model
     out = {"stages": [], "evals": [], "routing": []}
+    source = ctx.reuse.adapters if ctx.reuse else None  # --adapters-from: checked by continual.reuse.adapters_source
     for i, task in enumerate(tasks):
-        model = train_adapter(ctx, model, task)
+        if source:
+            on_main(copy_adapters, Path(source["registry"]), ctx.staging, [task.name])  # byte for byte; no training
+        else:
+            model = train_adapter(ctx, model, task)
         seen = tasks[: i + 1]
         arrow = arrow_model(copy.deepcopy(pristine), [ctx.staging / "adapters" / t.name for t in seen],
                             top_k=cfg.arrow_top_k, temperature=cfg.arrow_temperature, seed=cfg.seed)

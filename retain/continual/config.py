@@ -28,6 +28,8 @@ class ContinualConfig(EngineOptions):
     tasks: tuple = opt((), "Task folders, learnt in this order.", nargs="+", metavar="DIR")
     output: str = opt(None, "Directory to create: results (and, for switchcit, the registry). Written to a hidden sibling and renamed when complete.")
     resume_from: str | None = opt(None, "switchcit only: an existing registry to extend with --tasks (old adapters are copied byte for byte). The result replaces it unless --output is given.")
+    adapters_from: str | None = opt(None, "arrow only: take each task's LoRA adapter from a SwitchCIT registry (the --output of 'retain continual --method switchcit') instead of training it; copied byte for byte. Refused (one line) unless the registry passes its manifest, has the same base weights, holds every --tasks task by name with the same task settings, and each adapter was trained with this run's training options (as registry.json records them per task).", metavar="REGISTRY")
+    base_scores: str | None = opt(None, "Take the base model's scores (on the tasks, for FWT, and on the general suite) from an earlier 'retain continual' run (its folder or results.json) instead of scoring the base again; refused (one line naming what differs) unless the base weights, decoding, evaluation batch size, each task's settings and validation rows, and the general suite, shots and seed are the same.", metavar="RESULTS")
     task_config: str | None = opt(None, "YAML/JSON mapping task name -> {metric, template, max_new_tokens, constraint}; overrides a task folder's task.json. Default metric: rougeL.")
     # training budget
     max_steps: int = opt(100, "Optimizer steps per task (multitask: steps x number of tasks, on the mixture).", positive=True)

@@ -39,8 +39,9 @@ class Previous:
 class Context:
     """What every method needs: model, tokenizer, config, staging folder, log."""
 
-    def __init__(self, cfg: ContinualConfig, loaded, staging: Path, log, progress):
+    def __init__(self, cfg: ContinualConfig, loaded, staging: Path, log, progress, reuse=None):
         self.cfg, self.loaded, self.staging, self.log, self.progress = cfg, loaded, staging, log, progress
+        self.reuse = reuse  # continual.reuse.Reuse: base scores and adapters taken from earlier runs, or None
         self.method = get(cfg.method)
         self.tokenizer, self.is_seq2seq = loaded.tokenizer, loaded.is_seq2seq
         self.lr = cfg.lr or self.method.default_lr
@@ -52,17 +53,24 @@ class Context:
         self.general_tasks: list | None = None
 
     def start(self, tasks: list[Task], max_new: dict) -> None:
-        """Before the first stage: the base model on the new tasks and on the general suite."""
+        """Before the first stage: the base model on the new tasks and on the general suite (or, with
+        ``--base-scores``, its scores as an earlier run recorded them, checked by ``continual.reuse.reused_base``)."""
         from retain.continual.general import load_general_suite, score_suite
         from retain.continual.measure import evaluate_plain
 
         cfg, model = self.cfg, self.loaded.model
-        self.base_scores = evaluate_plain(model, self.tokenizer, tasks, is_seq2seq=self.is_seq2seq, n=cfg.eval_samples,
-                                          max_new=max_new, batch_size=cfg.eval_batch_size)
+        reused = self.reuse.base if self.reuse else None
+        if reused:
+            self.progress(f"[retain] base model: scores taken from {self.reuse.base_from}")
+            self.base_scores = dict(reused["tasks"])
+        else:
+            self.base_scores = evaluate_plain(model, self.tokenizer, tasks, is_seq2seq=self.is_seq2seq, n=cfg.eval_samples,
+                                              max_new=max_new, batch_size=cfg.eval_batch_size)
         self.progress("[retain] base model: " + ", ".join(f"{n} {e['score']:.1f}" for n, e in self.base_scores.items()))
         self.general_tasks = load_general_suite(cfg)
         if self.general_tasks:
-            self.general["base"] = score_suite(model, self.tokenizer, self.general_tasks, cfg, is_seq2seq=self.is_seq2seq)
+            self.general["base"] = reused["general"] if reused else score_suite(model, self.tokenizer, self.general_tasks, cfg,
+                                                                                is_seq2seq=self.is_seq2seq)
             na = self.general["base"]["norm_avg_summary"].get(str(cfg.general_shots)) or {}
             self.progress(f"[retain] base model, general suite {cfg.general_suite}: Norm. Avg. {_f(na.get('score'))} ± {_f(na.get('se'))}")
 

@@ -36,6 +36,7 @@ class ContinualMethod:
     joint: bool = False  # every task at once, one stage of steps x tasks (the multitask upper bound)
     replay: bool = False  # mix stored examples of earlier tasks into each stage
     registry: bool = False  # writes a registry (adapters + switch) that --resume-from can extend
+    adapters_from: bool = False  # its per-task LoRA adapters (trained as switchcit's) can come from a registry (--adapters-from)
 
     def runner(self) -> Callable:
         if callable(self.run):
@@ -58,6 +59,6 @@ register(ContinualMethod("sequential-lora", "one LoRA adapter trained task after
 register(ContinualMethod("replay", "sequential with stored examples of earlier tasks mixed in", BASELINE, replay=True))
 register(ContinualMethod("multitask", "all tasks at once (upper bound)", BASELINE, joint=True))
 register(ContinualMethod("arrow", "switchcit's per-task LoRA adapters routed by PEFT's Arrow (gradient-free, per token; no switch)",
-                         "retain.continual.arrow:run_arrow", trains="lora", default_lr=2e-4))
+                         "retain.continual.arrow:run_arrow", trains="lora", default_lr=2e-4, adapters_from=True))
 register(ContinualMethod("osf", "PEFT's Orthogonal Subspace Fine-tuning task after task: updates kept orthogonal to each weight's top singular directions, more of them frozen after each task",
                          "retain.continual.osf:run_osf", trains="lora"))

@@ -48,13 +48,13 @@ def copy_adapters(src: Path, dest: Path, tasks: list[str]) -> None:
         shutil.copytree(src / "adapters" / task, dest / "adapters" / task, dirs_exist_ok=True)  # (again, on --resume)
 
 
-def read_info(path: Path) -> dict:
+def read_info(path: Path, flag: str = "--registry") -> dict:
     path = Path(path)
     if not path.is_dir():
-        raise RetainError(f"--registry: no such directory: {path}")
+        raise RetainError(f"{flag}: no such directory: {path}")
     f = path / REGISTRY_FILE
     if not f.is_file():
-        raise RetainError(f"--registry: {path} is not a SwitchCIT registry (no {REGISTRY_FILE})")
+        raise RetainError(f"{flag}: {path} is not a SwitchCIT registry (no {REGISTRY_FILE})")
     try:
         info = json.loads(f.read_text())
     except ValueError as e:

@@ -17,6 +17,16 @@ from retain.continual.context import Context, Previous, max_new_tokens
 from retain.continual.measure import add_figures, learnt_index
 from retain.continual.registry import KIND, REGISTRY_FILE, check_base, read_info
 from retain.continual.report import write_results
+from retain.continual.reuse import (
+    Reuse,
+    adapter_options,
+    adapters_source,
+    base_key,
+    check_adapters_flag,
+    read_results,
+    reused_base,
+    task_training,
+)
 from retain.continual.tasks import Task, load_task, load_tasks, read_task_config
 from retain.distributed import begin, fsdp_requested, is_main, main_only, on_main, parallelism, world
 from retain.engine import check_precision
@@ -33,7 +43,7 @@ def _previous(cfg: ContinualConfig) -> Previous | None:
     if not registry.get(cfg.method).registry:
         raise RetainError(f"--resume-from adds tasks to a SwitchCIT registry; it does not apply to --method {cfg.method}")
     prev = Path(cfg.resume_from)
-    info = read_info(prev)
+    info = read_info(prev, flag="--resume-from")
     verify_manifest(prev)
     cfg.feature_model = info["feature_model"]["spec"]
     return Previous(prev, info, [_old_task(spec) for spec in info["tasks"]])
@@ -54,6 +64,9 @@ def check_inputs(cfg: ContinualConfig, task_dirs: list[str]) -> tuple[Previous |
         raise RetainError(f"--osf-rank must be below 1 (the share of singular directions frozen for the first task), got {cfg.osf_rank}")
     overrides = read_task_config(cfg.task_config)
     general.check(cfg, registry.get(cfg.method).registry)
+    check_adapters_flag(cfg, registry.get(cfg.method))
+    if cfg.base_scores:
+        read_results(cfg.base_scores)
     previous = _previous(cfg)
     if not cfg.output and previous is None:
         raise RetainError("--output is required")
@@ -85,16 +98,27 @@ def run_continual(cfg: ContinualConfig, task_dirs: list[str], *, progress=print,
         check_base(previous.info, loaded, previous.path)
     for t in tasks:
         t.max_new_tokens = max_new_tokens(t, loaded.tokenizer, cfg.max_new_tokens)
+    reuse = _reuse(cfg, fingerprint, tasks)
     staging = staging_dir(out)
     on_main(_fresh, staging, cfg.resume)
     _same_run(staging, cfg)
     try:  # with --save-every an interrupted run is kept for --resume; otherwise nothing is left behind
-        _run(cfg, loaded, fingerprint, previous, tasks, staging, progress, command, t0)
+        _run(cfg, loaded, fingerprint, previous, tasks, staging, progress, command, t0, reuse)
         on_main(commit, staging, out)
     except BaseException:
         if is_main() and not cfg.save_every:
             shutil.rmtree(staging, ignore_errors=True)
         raise
+    return out
+
+
+def _reuse(cfg: ContinualConfig, fingerprint: str, tasks: list[Task]) -> Reuse:
+    """This run's base key, and what it takes from earlier runs (``--base-scores``, ``--adapters-from``), checked."""
+    out = Reuse(base_key(cfg, fingerprint, tasks))
+    if cfg.base_scores:
+        out.base, out.base_from = reused_base(cfg.base_scores, out.key), cfg.base_scores
+    if cfg.adapters_from:
+        out.adapters = adapters_source(cfg, tasks, fingerprint, world()[1])
     return out
 
 
@@ -106,8 +130,10 @@ def _fresh(staging: Path, resume: bool) -> None:
 
 def run_settings(config: dict) -> dict:
     """The options that define a run (a config as ``results.json`` records it): all but --resume and --overwrite,
-    as JSON values. ``--resume`` continues only a run with the same ones (bench/cit.py skips a finished one)."""
-    return json.loads(json.dumps({k: v for k, v in config.items() if k not in ("resume", "overwrite")}))
+    as JSON values. ``--resume`` continues only a run with the same ones (bench/cit.py skips a finished one). Nor
+    --adapters-from and --base-scores: they say where verified-identical work is taken from, not what the run is."""
+    skip = ("resume", "overwrite", "adapters_from", "base_scores")
+    return json.loads(json.dumps({k: v for k, v in config.items() if k not in skip}))
 
 
 def _same_run(staging: Path, cfg: ContinualConfig) -> None:
@@ -124,14 +150,15 @@ def _same_run(staging: Path, cfg: ContinualConfig) -> None:
     on_main(write_json, f, settings)
 
 
-def _run(cfg, loaded, fingerprint: str, previous: Previous | None, tasks: list[Task], staging: Path, progress, command, t0: float) -> None:
+def _run(cfg, loaded, fingerprint: str, previous: Previous | None, tasks: list[Task], staging: Path, progress, command, t0: float,
+         reuse: Reuse) -> None:
     old = previous.tasks if previous else []
     if previous is not None and (previous.path / "train_log.jsonl").is_file() and not (staging / "train_log.jsonl").is_file():
         on_main(shutil.copyfile, previous.path / "train_log.jsonl", staging / "train_log.jsonl")
     log = JsonlLog(staging / "train_log.jsonl", t0, enabled=is_main())
     log({"event": "start", "method": cfg.method, "model": cfg.model, "tasks": [t.name for t in tasks],
          "resumed_from": str(previous.path) if previous else None})
-    ctx = Context(cfg, loaded, staging, log, progress)
+    ctx = Context(cfg, loaded, staging, log, progress, reuse)
     ctx.start(tasks, {t.name: t.max_new_tokens for t in tasks})  # the base model: on the new tasks, the general suite
     method = ctx.method
     run = method.runner()(ctx, tasks, {t.name: t.max_new_tokens for t in old + tasks}, previous)
@@ -150,14 +177,20 @@ def _write(cfg, loaded, fingerprint: str, previous: Previous | None, tasks: list
     results = _results(cfg, [t.name for t in all_tasks], [t.metric for t in all_tasks], run, earlier, command, fingerprint)
     add_figures(results, earlier, ctx.base_scores, ctx.general)
     results["training"] = ctx.records
+    results["base_evaluation"] = {"key": ctx.reuse.key, "from": ctx.reuse.base_from}  # --base-scores of a later run reads it
+    if ctx.reuse.adapters:
+        results["adapters_from"] = ctx.reuse.adapters
     results["versions"] = library_versions()
     results["world_size"], results["parallelism"] = world()[1], parallelism()
     results["wall_time_s"] = round(time.time() - t0 + (earlier or {}).get("wall_time_s", 0), 2)
     if method.registry:
+        trained = task_training(previous.path, previous.info) if previous else {}
+        here = adapter_options(to_dict(cfg), world()[1])  # what each new task's adapter was trained with (--adapters-from)
         info = {
             "kind": KIND, "base": {"spec": cfg.model, "fingerprint": fingerprint, "is_seq2seq": loaded.is_seq2seq},
             "feature_model": {"spec": cfg.feature_model, "fingerprint": run["features_fingerprint"]},
-            "tasks": [t.spec() for t in all_tasks], "config": to_dict(cfg), "general": run.get("general"),
+            "tasks": [{**t.spec(), "training": trained.get(t.name, here)} for t in all_tasks],
+            "config": to_dict(cfg), "general": run.get("general"),
         }
         write_json(staging / REGISTRY_FILE, info)
     write_results(staging, results)
