@@ -183,8 +183,9 @@ def _now() -> str:
 
 # ------------------------------------------------------------------ independent units as parallel processes
 class Job:
-    """One unit of a benchmark run as its own process (command ``argv``), started once every job it ``needs`` has
-    finished with exit status 0."""
+    """One unit of a benchmark run as its own process (command ``argv``, or a function returning it, called when
+    the job starts: e.g. to use what the jobs finished by then have written), started once every job it ``needs``
+    has finished with exit status 0."""
 
     def __init__(self, name: str, argv: list[str], needs=()):
         self.name, self.argv, self.needs = name, argv, tuple(needs)
@@ -263,7 +264,7 @@ def _start(job: Job, env: dict, logs, cwd, log):
     """A job's process (in its own session: signals reach it from ``run_jobs`` only, once) and its open log file."""
     import subprocess
 
-    argv, out = job.argv, None
+    argv, out = job.argv() if callable(job.argv) else job.argv, None
     if logs is not None:
         Path(logs).mkdir(parents=True, exist_ok=True)
         out = open(Path(logs) / f"{job.name}.log", "a")  # noqa: SIM115 (open while the process runs; run_jobs closes it)

@@ -23,8 +23,12 @@ Resumable, for a run spread over several sessions: each method runs into runs/ci
 rerunning the same command skips a finished method whose recorded options (``results.json`` ``config``) equal this
 invocation's, reruns one with other options (naming them), and continues an interrupted one with ``--resume``
 (its hidden ``runs/cit/.<method>.partial`` holds the same options; with other ones it starts afresh, saying so).
-``arrow`` trains the same adapters as ``switchcit`` (byte-identical, tested), but ``retain continual`` has no
-option to take them from a registry, so it trains them again.
+Work done once: ``arrow`` waits for ``switchcit`` and routes its registry's adapters (``--adapters-from``: the
+adapters it would train are byte-identical, tested; nothing trained), and every method started after a method has
+finished takes that run's base-model scores (``--base-scores``: the first finished in run order; the same figures,
+tested). Both flags are chosen when a method starts (``reuse_flags``) and are not run settings: they change neither
+what is skipped nor what is resumed, and ``retain continual`` verifies both (one line if anything differs; for a
+method stopped that way, rerun without the lender, e.g. after deleting it). The commands in the documents omit them.
 
 Budget (defaults) and why: 200 steps per task at batch 4 (800 examples of each task's 2000, 16x cit_small's 48),
 max length 256 (the CLI's; at 128, 54% of inqqg's training examples would lose their instruction, which opens the
@@ -46,20 +50,28 @@ validation item (cit_small: about 1550 s for 2400 items); the ICL suite about 40
     selection  4 scorings x 50 items x 5 tasks x 0.65 s = 11 min (multitask: 20 x 250 items = 54 min)
     general    6 scorings x ~40 s = 4 min (routed through the switch or Arrow: 2-3x)
 
-    switchcit ~1.9 h, sequential-lora ~1.9 h, sequential ~2.2 h, replay ~2.2 h, osf ~2.3 h (+ an SVD per task,
-    not probed), multitask ~2.7 h, arrow ~2.8 h (Arrow mixes 3 adapters in every LoRA layer for every token:
-    generation about 3x slower, bench/routing.py); about 16 CPU h in all (one thread each), training 70-80% of it.
+    base model 5 x 100 items x 0.65 s + one plain ICL scoring = 6 min of the above (R's 5 base rows, a general one)
+
+    scoring everything itself: switchcit ~1.9 h, sequential-lora ~1.9 h, sequential ~2.2 h, replay ~2.2 h,
+    osf ~2.3 h (+ an SVD per task, not probed), multitask ~2.7 h, arrow ~2.8 h (training 1.3 h + selection
+    11 min + R through Arrow 19 x 100 items x 0.65 s x 3 = 62 min (Arrow mixes 3 adapters in every LoRA layer for
+    every token: generation about 3x slower, bench/routing.py) + base 6 min + general 5 x 40 s x 3 = 10 min)
+
+    reusing (the base: all but the first two, which start together; arrow: switchcit's adapters): 0.1 h less each,
+    and arrow ~1.2 h (its 62 + 10 min of routed evaluation only): switchcit 1.9, sequential 2.2, multitask 2.6,
+    sequential-lora 1.8, replay 2.1, osf 2.2, arrow 1.2: about 14 CPU h in all (16 without reuse), training and
+    best-weights selection about three quarters of it.
 
 With ``--jobs 2`` (the default here: two methods at once, one thread each; two one-thread processes at once kept
-the one-thread step rate, measured on promot_paper's En-Fr batches: bench/_common.default_jobs), the two lanes go:
-switchcit 0-1.9 h then multitask 1.9-4.6 h; sequential 0-2.2 h, sequential-lora 2.2-4.1 h, replay 4.1-6.3 h;
-arrow 4.6-7.4 h; osf 6.3-8.6 h. So ~8.6 h of wall time, 6 sessions of ~1.5 h, the three methods that decide the
-paper's claims finished after ~4.6 h (3 sessions). 200 steps per task stays: 100 would save ~3 h of wall time
-(training is 70-80% of it), but 200 is what lets each task learn (issue 13: hundreds of steps per task; cit_small's
-12 steps barely moved the model), and the deciding three come first either way.
+the one-thread step rate, measured on promot_paper's En-Fr batches: bench/_common.default_jobs), the two lanes go
+(a freed lane takes the next method in run order): switchcit 0-1.9 h, multitask 1.9-4.5 h, osf 4.5-6.7 h;
+sequential 0-2.2 h, sequential-lora 2.2-4.0 h, replay 4.0-6.1 h, arrow 6.1-7.3 h. So ~7.3 h of wall time (8.6 h
+without reuse and with arrow in registry order), 5 sessions of ~1.5 h, the three methods that decide the paper's
+claims finished after ~4.5 h (3 sessions). 200 steps per task stays: 100 would save ~3 h of wall time (training is
+most of it), but 200 is what lets each task learn (issue 13: hundreds of steps per task; cit_small's 12 steps barely
+moved the model), and the deciding three come first either way.
 
-Evaluation does not dominate; nothing is measured less. Not reused: every method scores the base model again on
-the five tasks and the general suite (identical, greedy: about 6 min per method), which needs a CLI option.
+Evaluation does not dominate; nothing is measured less, and nothing is measured twice.
 
     python bench/cit.py                                   # everything, 2 at once, resumable (rerun the same command)
     python bench/cit.py --jobs 1                          # one method at a time, on every thread
@@ -96,9 +108,18 @@ def registry_methods() -> list[str]:
     return list(names())
 
 
+def _method(name: str):
+    from retain.continual.methods import get
+
+    return get(name)
+
+
 def run_order(methods: list[str]) -> list[str]:
-    """``FIRST`` (those of ``methods``), then the others in their order."""
-    return [m for m in FIRST if m in methods] + [m for m in methods if m not in FIRST]
+    """``FIRST`` (those of ``methods``), then the others in their order, those that take their adapters from a
+    registry (arrow: no training, the cheapest) last, where they fill the lane that frees first."""
+    rest = [m for m in methods if m not in FIRST]
+    return ([m for m in FIRST if m in methods] + [m for m in rest if not _method(m).adapters_from]
+            + [m for m in rest if _method(m).adapters_from])
 
 
 def parse(argv: list[str] | None, budget: dict) -> argparse.Namespace:
@@ -208,16 +229,52 @@ def plan(method: str, args) -> tuple[list[str] | None, str]:
 
 
 def jobs_of(args) -> list:
-    """The methods to run (skipped, rerun or resumed as ``plan`` says), in ``run_order``, as processes."""
+    """The methods to run (skipped, rerun or resumed as ``plan`` says), in ``run_order``, as processes. A method
+    that can take its adapters from a registry waits for the methods that write one (arrow for switchcit); each
+    one's reuse flags are chosen when it starts (``reuse_flags``)."""
     from _common import Job
 
     jobs = []
+    writers = [m for m in registry_methods() if _method(m).registry]
     for method in args.methods:
         extra, note = plan(method, args)
         print(f"[cit] {method}: {note}", flush=True)
         if extra is not None:
-            jobs.append(Job(method, [sys.executable, "-m", "retain", "continual", *continual_argv(method, args), *extra]))
+            argv = [sys.executable, "-m", "retain", "continual", *continual_argv(method, args), *extra]
+            jobs.append(Job(method, lambda argv=argv, method=method: argv + reuse_flags(method, args),
+                            needs=writers if _method(method).adapters_from else ()))
     return jobs
+
+
+def current(args) -> list[str]:
+    """The methods finished with this invocation's options, in run order (their results can be lent)."""
+    done = [m for m in run_order(registry_methods()) if (Path(args.runs) / m / "results.json").is_file()]
+    changed = stale(args)
+    return [m for m in done if m not in changed]
+
+
+def _same_adapters(registry: str, method: str, args) -> bool:
+    """Whether ``method`` would train the adapters ``registry`` trained (the options ``--adapters-from`` compares;
+    e.g. not with ``--lr`` given for one of them only)."""
+    from retain.continual.reuse import adapter_options
+
+    return adapter_options(settings(continual_argv(registry, args)), 1) == adapter_options(settings(continual_argv(method, args)), 1)
+
+
+def reuse_flags(method: str, args) -> list[str]:
+    """What ``method`` takes from finished runs, decided when it starts: the adapters of a current registry
+    (``--adapters-from``, for a method that can), and the base model's scores of the first current run that records
+    them (``--base-scores``). Neither is a run setting (``run_settings``), so neither changes what is skipped or
+    resumed; ``retain continual`` verifies both and refuses a mismatch in one line."""
+    runs, flags = Path(args.runs), []
+    done = [m for m in current(args) if m != method]
+    registry = next((m for m in done if _method(m).registry), None)
+    if _method(method).adapters_from and registry and _same_adapters(registry, method, args):
+        flags += ["--adapters-from", _rel(runs / registry)]
+    lender = next((m for m in done if "base_evaluation" in json.loads((runs / m / "results.json").read_text())), None)
+    if lender:
+        flags += ["--base-scores", _rel(runs / lender / "results.json")]
+    return flags
 
 
 def run_methods(args) -> int:

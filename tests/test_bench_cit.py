@@ -23,8 +23,11 @@ def test_every_registry_method_deciding_three_first(tmp_path):
     from retain.continual.methods import names
 
     args = _args(tmp_path)
+    from retain.continual.methods import get
+
     assert args.methods[:3] == ["switchcit", "sequential", "multitask"] and sorted(args.methods) == sorted(names())
-    assert [m for m in args.methods if m not in cit.FIRST] == [m for m in names() if m not in cit.FIRST]
+    rest = [m for m in names() if m not in cit.FIRST]  # in registry order, those reusing a registry's adapters last
+    assert [m for m in args.methods if m not in cit.FIRST] == [m for m in rest if not get(m).adapters_from] + ["arrow"]
     assert args.tasks == ["simp", "emdg"]
     assert cit.parse(["--methods", "replay", "multitask"], cit.BUDGET).methods == ["multitask", "replay"]
 
@@ -37,7 +40,7 @@ def test_jobs_skip_finished_and_order(tmp_path):
     (out / "results.json").write_text(json.dumps({"config": recorded}))
     jobs = cit.jobs_of(args)
     assert [j.name for j in jobs] == ["switchcit", "replay"]  # sequential finished with the same options
-    assert jobs[0].argv[-2:] == ["--seed", "0"] and "--method" in jobs[0].argv and not jobs[0].needs
+    assert jobs[0].argv()[-2:] == ["--seed", "0"] and "--method" in jobs[0].argv() and not jobs[0].needs  # nothing to reuse
 
 
 def test_skip_rerun_resume(tmp_path):
@@ -59,6 +62,44 @@ def test_skip_rerun_resume(tmp_path):
     assert cit.plan("replay", args)[0] == ["--resume"]
     extra, note = cit.plan("replay", _args(tmp_path, "--lr", "replay=1e-4"))
     assert extra == [] and "discarded" in note and "lr" in note
+
+
+def _finished(args, method, **config):
+    out = Path(args.runs) / method
+    out.mkdir(parents=True, exist_ok=True)
+    recorded = {**cit.settings(cit.continual_argv(method, args)), "resume": False, "overwrite": False, **config}
+    (out / "results.json").write_text(json.dumps({"config": recorded, "base_evaluation": {"key": {}, "from": None}}))
+
+
+def test_reuse_flags_point_at_current_runs_and_change_no_decision(tmp_path):
+    args = _args(tmp_path, "--methods", "arrow", "sequential", "switchcit")
+    rel = lambda *p: cit._rel(tmp_path.joinpath("runs", *p))  # noqa: E731
+    assert args.methods == ["switchcit", "sequential", "arrow"]
+    assert cit.reuse_flags("arrow", args) == [] and cit.reuse_flags("sequential", args) == []  # nothing finished
+    jobs = cit.jobs_of(args)
+    assert [j.needs for j in jobs] == [(), (), ("switchcit",)]  # arrow waits for the registry
+    # switchcit finished (itself having taken the base scores of some other run): skipped, and lends both
+    _finished(args, "switchcit", base_scores="elsewhere/results.json")
+    assert cit.plan("switchcit", args)[0] is None
+    assert cit.reuse_flags("arrow", args) == ["--adapters-from", rel("switchcit"), "--base-scores", rel("switchcit", "results.json")]
+    assert cit.reuse_flags("sequential", args) == ["--base-scores", rel("switchcit", "results.json")]
+    assert cit.reuse_flags("switchcit", args) == []  # never its own
+    arrow = next(j for j in cit.jobs_of(args) if j.name == "arrow")
+    assert arrow.argv()[-4:] == ["--adapters-from", rel("switchcit"), "--base-scores", rel("switchcit", "results.json")]
+    # a finished method whose reuse flags pointed at other runs is not "changed"; nor is an interrupted one
+    _finished(args, "arrow", adapters_from="x/switchcit", base_scores="x/results.json")
+    assert cit.plan("arrow", args)[0] is None and "arrow" not in cit.stale(args)
+    argv = cit.continual_argv("sequential", args)
+    assert cit.settings(argv + ["--base-scores", "a.json", "--adapters-from", "b"]) == cit.settings(argv)
+    # a lender finished with other options lends nothing; neither do adapters trained with another learning rate
+    assert cit.reuse_flags("arrow", _args(tmp_path, "--max-steps", "3")) == []
+    lr = _args(tmp_path, "--lr", "switchcit=1e-3")
+    _finished(lr, "switchcit")
+    (tmp_path / "runs" / "arrow" / "results.json").unlink()
+    assert cit.reuse_flags("arrow", lr) == ["--base-scores", rel("switchcit", "results.json")]
+    (tmp_path / "runs" / "switchcit" / "results.json").write_text(json.dumps({"config": json.loads(
+        (tmp_path / "runs" / "switchcit" / "results.json").read_text())["config"]}))  # written before base keys
+    assert cit.reuse_flags("sequential", lr) == []
 
 
 @pytest.mark.parametrize("rule, ci, verdict", [
@@ -127,6 +168,17 @@ def test_jobs_run_at_once_with_threads_split_and_dependencies(tmp_path):
     failing[0].argv = [sys.executable, "-c", "raise SystemExit(3)"]
     assert run_jobs(failing, 2, tmp_path / "logs", log=lines.append) == 3
     assert not (tmp_path / "e.times").exists() and "e: not started (d failed)" in lines[-1]
+
+
+def test_a_job_reads_its_command_when_it_starts(tmp_path):
+    """A Job's argv may be a function, called when the job starts: after the jobs it needs have finished."""
+    from _common import Job, run_jobs
+
+    first = _jobs(tmp_path, {"a": 3})[0]
+    steps = lambda: str(int((tmp_path / "a.count").read_text()) + 2)  # noqa: E731 (a's output, read when b starts)
+    later = Job("b", lambda: [sys.executable, "-c", UNIT, "b", steps(), str(tmp_path)], needs=("a",))
+    assert run_jobs([first, later], 2, tmp_path / "logs", log=lambda m: None) == 0
+    assert (tmp_path / "b.count").read_text() == "5"
 
 
 PARENT = """
