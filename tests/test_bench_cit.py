@@ -214,3 +214,25 @@ def test_interrupted_parallel_run_stops_children_and_resumes(tmp_path):
         assert f"{n} from {kept[n]}" in (tmp_path / "logs" / f"{n}.log").read_text()
         assert (tmp_path / f"{n}.count").read_text() == "40"
     assert (tmp_path / "c.count").read_text() == "40"
+
+
+@pytest.mark.slow
+def test_end_to_end_arrow_takes_switchcits_adapters_and_base_scores(tmp_path):
+    """bench/cit.py on a tiny model, two CIT tasks: arrow starts after switchcit with both reuse flags, trains nothing,
+    and a rerun of the same command skips both."""
+    import subprocess
+
+    if not (cit.DATA / "simp" / "train.jsonl").is_file():
+        pytest.skip(f"no CIT data under {cit.DATA}")
+    argv = ["--model", "tiny-random-llama", "--methods", "arrow", "switchcit", "--tasks", "simp", "emdg", "--max-steps", "2",
+            "--eval-samples", "2", "--general-suite", "none", "--save-every", "0", "--option", "eval_every=0",
+            "max_new_tokens=4", "--runs", str(tmp_path / "runs"), "--docs", str(tmp_path / "docs"), "--jobs", "2"]
+    proc = subprocess.run([sys.executable, str(Path(cit.__file__)), *argv], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    runs = tmp_path / "runs"
+    command = (runs / "logs" / "arrow.log").read_text().splitlines()[0]
+    assert f"--adapters-from {cit._rel(runs / 'switchcit')} --base-scores {cit._rel(runs / 'switchcit' / 'results.json')}" in command
+    res = json.loads((runs / "arrow" / "results.json").read_text())
+    assert res["training"] == [] and res["adapters_from"]["registry"] == cit._rel(runs / "switchcit")
+    assert res["base_evaluation"]["from"] == cit._rel(runs / "switchcit" / "results.json") and len(res["R"]) == 2
+    assert cit.jobs_of(cit.parse(argv, cit.BUDGET)) == []  # both finished with the same options: nothing to run
