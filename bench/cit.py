@@ -27,8 +27,8 @@ Work done once: ``arrow`` waits for ``switchcit`` and routes its registry's adap
 adapters it would train are byte-identical, tested; nothing trained), and every method started after a method has
 finished takes that run's base-model scores (``--base-scores``: the first finished in run order; the same figures,
 tested). Both flags are chosen when a method starts (``reuse_flags``) and are not run settings: they change neither
-what is skipped nor what is resumed, and ``retain continual`` verifies both (one line if anything differs; for a
-method stopped that way, rerun without the lender, e.g. after deleting it). The commands in the documents omit them.
+what is skipped nor what is resumed, and ``retain continual`` verifies both (one line if anything differs, e.g. task
+data changed since the lender ran; ``--no-reuse`` then does all the work). The commands in the documents omit them.
 
 Budget (defaults) and why: 200 steps per task at batch 4 (800 examples of each task's 2000, 16x cit_small's 48),
 max length 256 (the CLI's; at 128, 54% of inqqg's training examples would lose their instruction, which opens the
@@ -145,6 +145,8 @@ def parse(argv: list[str] | None, budget: dict) -> argparse.Namespace:
     ap.add_argument("--docs", default=str(ROOT / "docs" / "results"))
     ap.add_argument("--name", default=budget["name"], help="file names under --docs: NAME.md, NAME.json, NAME_*.png, NAME/")
     ap.add_argument("--aggregate-only", action="store_true")
+    ap.add_argument("--no-reuse", action="store_true",
+                    help="every method trains its own adapters and scores the base itself (no --adapters-from, --base-scores)")
     ap.add_argument("--jobs", type=int, default=default_jobs(),
                     help="methods run at once, each its own process on cpus/JOBS threads, output in RUNS/logs/METHOD.log "
                          "(default: one per CPU, %(default)s here; capped at the methods to run)")
@@ -267,6 +269,8 @@ def reuse_flags(method: str, args) -> list[str]:
     them (``--base-scores``). Neither is a run setting (``run_settings``), so neither changes what is skipped or
     resumed; ``retain continual`` verifies both and refuses a mismatch in one line."""
     runs, flags = Path(args.runs), []
+    if args.no_reuse:
+        return flags
     done = [m for m in current(args) if m != method]
     registry = next((m for m in done if _method(m).registry), None)
     if _method(method).adapters_from and registry and _same_adapters(registry, method, args):

@@ -84,6 +84,7 @@ def test_reuse_flags_point_at_current_runs_and_change_no_decision(tmp_path):
     assert cit.reuse_flags("arrow", args) == ["--adapters-from", rel("switchcit"), "--base-scores", rel("switchcit", "results.json")]
     assert cit.reuse_flags("sequential", args) == ["--base-scores", rel("switchcit", "results.json")]
     assert cit.reuse_flags("switchcit", args) == []  # never its own
+    assert cit.reuse_flags("arrow", _args(tmp_path, "--methods", "arrow", "--no-reuse")) == []
     arrow = next(j for j in cit.jobs_of(args) if j.name == "arrow")
     assert arrow.argv()[-4:] == ["--adapters-from", rel("switchcit"), "--base-scores", rel("switchcit", "results.json")]
     # a finished method whose reuse flags pointed at other runs is not "changed"; nor is an interrupted one
