@@ -8,7 +8,7 @@ from retain.continual.config import ContinualConfig
 EPILOG = """examples:
   retain continual --model smollm2-135m --tasks data/simp data/emdg data/hgen --method switchcit --output runs/cit
   retain continual --resume-from runs/cit --tasks data/exp            (adds a task; old adapters untouched)
-  retain continual --method arrow --adapters-from runs/cit --base-scores runs/cit --tasks data/simp data/emdg data/hgen \
+  retain continual --method arrow --adapters-from runs/cit --base-scores runs/cit --tasks data/simp data/emdg data/hgen \\
       --output runs/arrow      (routes the registry's adapters: nothing trained, the base not scored again)
   retain generate --registry runs/cit "Simplify the following sentence: ..." "Make a title for this article that ..."
 
