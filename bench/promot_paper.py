@@ -153,22 +153,14 @@ def multitask_unit(units: Units, name: str, method: str, train: dict, ev: dict, 
 
 
 def _score_task(run_dir: Path, task: str, ev: dict) -> dict:
-    """A multi-task run scored as compare scores a run: the suite without the prompt, ``task`` with its own."""
-    from retain.data import load_jsonl
-    from retain.evaluation.decoding import using
-    from retain.evaluation.harness import TunedSpec, evaluate_all, output_space
-    from retain.evaluation.suite import load_suite
-    from retain.run import load_run
-    from retain.workflows.options import parse_shots
+    """A multi-task run scored as ``retain eval --run RUN --task TASK`` scores it: the suite without the prompt, ``task``
+    with its own (its validation file and output space as the run records them)."""
+    from retain.workflows.evaluate import evaluate
+    from retain.workflows.options import EvalCommand
 
-    r = load_run(run_dir, task=task)
-    val = load_jsonl(SHARED / task / "validation.jsonl")[: ev["tuned_examples"]]
-    tuned = TunedSpec(task, val, r.format, r.task["metric"], r.task.get("max_new_tokens", 32))
-    tasks = load_suite(ev["suite"], examples=ev["examples"])
-    with using(ev["num_beams"]):
-        return evaluate_all(r.model, r.tokenizer, tasks, parse_shots(ev["shots"]), is_seq2seq=r.is_seq2seq,
-                            tuned_model=r.model_for(True), tuned=tuned, tuned_prompt=r.has_prompt, seed=ev["seed"],
-                            space=output_space(load_jsonl(SHARED / task / "train.jsonl")), batch_size=32, progress=True)
+    o = EvalCommand(run=str(run_dir), task=task, suite=ev["suite"], shots=ev["shots"], examples=ev["examples"],
+                    tuned_examples=ev["tuned_examples"], seed=ev["seed"], num_beams=ev["num_beams"])
+    return evaluate(o, log=lambda *_: None)
 
 
 def analysis_unit(units: Units, name: str, kind: str, train: dict, opts: dict, log) -> dict:

@@ -127,3 +127,18 @@ def test_generate_cli_with_and_without_prompt(tmp_path, task):
     run = retain.load_run(out)
     assert a == run.generate(["the film was good", "it was bad"])
     assert b == run.generate(["the film was good", "it was bad"], use_prompt=False)
+
+
+def test_generate_cli_num_beams(tmp_path, task):
+    from retain.evaluation.decoding import using
+
+    out = _train(tmp_path, task, "tiny-random-llama", "promot")
+    texts = ["the film was good", "it was bad", "a dull, long film", "great acting"]
+    flags = ("--full", "--max-new-tokens", "8")
+    beam = cli("generate", "--run", out, "--num-beams", "3", *flags, *texts).stdout.splitlines()
+    greedy = cli("generate", "--run", out, *flags, *texts).stdout.splitlines()
+    run = retain.load_run(out)
+    with using(3):
+        assert beam == run.generate(texts, max_new_tokens=8, first_line=False)
+    assert greedy == run.generate(texts, max_new_tokens=8, first_line=False)
+    assert beam != greedy  # the flag reaches the decoder (these inputs decode differently with 3 beams)

@@ -12,16 +12,25 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> None:
-    import json
     import sys
 
     from retain.config import build
     from retain.errors import RetainError
+    from retain.evaluation.decoding import using
 
     o = build(GenerateOptions, args)
     texts = list(o.texts) or [line.rstrip("\n") for line in sys.stdin if line.strip()]
     if not texts:
         raise RetainError("generate: no input text (give TEXT arguments or lines on standard input)")
+    with using(o.num_beams):
+        _generate(o, texts)
+
+
+def _generate(o, texts: list[str]) -> None:
+    import json
+
+    from retain.errors import RetainError
+
     if o.registry:
         if o.task:
             raise RetainError("--task applies to --run (a registry routes each input to its task)")

@@ -116,6 +116,9 @@ class GenerateOptions:
                                  "(required for such a run).", metavar="NAME")
     max_new_tokens: int | None = opt(None, "Tokens to generate (default: the run's, from its training outputs).", positive=True,
                                      metavar="N")
+    num_beams: int = opt(1, "Beams: 1 = greedy (the decoding every score is computed with, unless the evaluation said "
+                            "otherwise); 4 = the ProMoT paper's beam search. The answer is the first line of the best beam.",
+                         positive=True, metavar="N")
     full: bool = opt(False, "Print the whole continuation, not just its first line.")
     json: bool = opt(False, "Print one JSON object per input: input, output and, with --registry, adapter (the task whose adapter "
                             "answered; null: the base model, for an input the switch sends to its general class).")
