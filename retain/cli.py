@@ -46,9 +46,11 @@ def main(argv=None) -> None:
     args = build_parser().parse_args(argv)
     from retain.errors import RetainError
 
+    ok = False
     try:
         _quiet_libraries()
         args.func(args)
+        ok = True
     except RetainError as e:
         sys.stderr.write(f"retain: error: {e}\n")
         sys.exit(e.exit_code)
@@ -57,6 +59,17 @@ def main(argv=None) -> None:
         sys.exit(130)
     except BrokenPipeError:
         sys.exit(1)
+    finally:
+        _leave_process_group(ok)
+
+
+def _leave_process_group(ok: bool) -> None:
+    """Under ``accelerate launch``: leave the process group before the interpreter exits (``distributed.end``). A
+    command that never imported torch has none."""
+    if "torch.distributed" in sys.modules:
+        from retain.distributed import end
+
+        end(ok)
 
 
 def _quiet_libraries() -> None:

@@ -76,6 +76,20 @@ def start(*, deepspeed: bool = False) -> None:
             del os.environ["ACCELERATE_USE_DEEPSPEED"]
 
 
+def end(ok: bool) -> None:
+    """A command's last step under a launch: leave the process group (``destroy_process_group``), once every process
+    has arrived when the command succeeded (``ok``; after a failure a peer may never arrive). Without it the group's
+    gloo worker threads can outlive the interpreter's teardown and abort the process at exit ("terminate called
+    without an active exception", SIGABRT: a finished launch reported as failed). No-op without a group."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return
+    try:
+        if ok:
+            torch.distributed.barrier()
+    finally:
+        torch.distributed.destroy_process_group()
+
+
 def world() -> tuple[int, int]:
     """(rank, world size)."""
     if torch.distributed.is_available() and torch.distributed.is_initialized():

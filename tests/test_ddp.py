@@ -310,5 +310,64 @@ def test_fsdp_state_on_cpu_processes(tmp_path):
     assert torch.count_nonzero(prompted.prompt_encoder["default"].embedding.weight) == 0
 
 
+def _end_worker() -> None:
+    """Run by torchrun (2 processes): a command's collectives, then ``distributed.end`` as ``retain``'s CLI calls it."""
+    import torch.distributed as dist
+
+    from retain.distributed import end, gather_sharded, world
+
+    dist.init_process_group("gloo")
+    assert gather_sharded(list(range(5)), lambda part: [x * 10 for x in part]) == [0, 10, 20, 30, 40]
+    work = dist.all_reduce(torch.ones(3), async_op=True)  # a work object still referenced at exit
+    end(ok=True)
+    assert not dist.is_initialized() and world() == (0, 1)
+    print("left the group", work is not None, flush=True)
+
+
+@pytest.mark.slow
+def test_end_leaves_the_process_group(tmp_path):
+    """After a command, every process leaves the process group (``destroy_process_group``) instead of leaving gloo's
+    threads to the interpreter's teardown (which can abort a finished launch with SIGABRT)."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
+           "-m", "tests.test_ddp", "--end-worker"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"), timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert proc.stdout.count("left the group True") == 2
+
+
+def test_cli_leaves_the_process_group_only_when_torch_is_loaded(monkeypatch):
+    """``retain``'s CLI calls ``distributed.end`` after every command, with whether it succeeded (never importing
+    torch for a command that did not)."""
+    import retain.distributed as distributed
+    from retain import cli
+
+    calls = []
+    monkeypatch.setattr(distributed, "end", lambda ok: calls.append(ok))
+    monkeypatch.setattr(cli, "build_parser", lambda: _Parser(lambda args: None))
+    cli.main([])
+    monkeypatch.setattr(cli, "build_parser", lambda: _Parser(_fail))
+    with pytest.raises(SystemExit):
+        cli.main([])
+    assert calls == [True, False]
+
+
+def _fail(args):
+    from retain.errors import RetainError
+
+    raise RetainError("bad input")
+
+
+class _Parser:
+    def __init__(self, func):
+        self.func = func
+
+    def parse_args(self, argv):
+        import argparse
+
+        return argparse.Namespace(func=self.func)
+
+
 if __name__ == "__main__" and sys.argv[1:2] == ["--fsdp-worker"]:
     _fsdp_worker(sys.argv[2])
+if __name__ == "__main__" and sys.argv[1:2] == ["--end-worker"]:
+    _end_worker()
