@@ -382,6 +382,30 @@ def search_results(done: dict, shots: list[int]) -> dict:
     return results
 
 
+def majority(tuned: dict | None) -> dict | None:
+    """The most frequent reference answer of a tuned-task evaluation's scored items: a model that always gives it
+    scores ``rate`` (RTE's first 277 validation items: 'True', 146 = 52.71%)."""
+    from collections import Counter
+
+    refs = [r for u in ((tuned or {}).get("units") or [])[:1] for r in u["references"]]
+    if not refs:
+        return None
+    label, count = Counter(refs).most_common(1)[0]
+    return {"label": label, "count": count, "n": len(refs), "rate": round(100 * count / len(refs), 2)}
+
+
+def above_majority(tuned: dict | None, maj: dict) -> dict | None:
+    """Whether a tuned score is above the majority answer's rate: exact one-sided binomial test (scipy) of its correct
+    answers against that rate."""
+    from scipy.stats import binomtest
+
+    n = len(((tuned or {}).get("units") or [{}])[0].get("references") or [])
+    if not maj or not n:
+        return None
+    p = float(binomtest(round(tuned["score"] * n / 100), n, maj["rate"] / 100, alternative="greater").pvalue)
+    return {"p": round(p, 4), "above": p < 0.05}
+
+
 def goal(results: dict, key: str) -> dict:
     """The issue's goal, mechanically: some full-FT point losing 10+ Norm. Avg. points and some ProMoT point whose tuned
     score is not below it at 95% (paired interval of ProMoT − full reaching 0 or above), with a Norm. Avg. drop at
@@ -393,6 +417,7 @@ def goal(results: dict, key: str) -> dict:
     rate = lambda n: (m[n].get("format_rate") or {}).get(key)
     fulls = [n for n in m if n.startswith("full@")]
     strong = [f for f in fulls if drop(f) >= 10]
+    maj = majority(next((m[n]["tuned"] for n in m if m[n].get("tuned")), None))
     rows = []
     for f in strong:
         for p in (n for n in m if n.startswith("promot@")):
@@ -401,9 +426,12 @@ def goal(results: dict, key: str) -> dict:
             ok = (t is not None and t["ci"][1] >= 0 and drop(p) <= drop(f) / 3 and rf is not None and rp is not None
                   and rp <= rf / 4)
             rows.append({"full": f, "promot": p, "tuned_diff": t and {"diff": t["diff"], "ci": t["ci"]},
+                         "full_learnt": above_majority(m[f].get("tuned"), maj),
                          "drop_full": round(drop(f), 2), "drop_promot": round(drop(p), 2), "rate_full": rf, "rate_promot": rp,
                          "holds": bool(ok)})
-    return {"shots": key, "full_points_losing_10": strong, "pairs": rows, "holds": any(r["holds"] for r in rows),
+    held = [r for r in rows if r["holds"]]
+    return {"shots": key, "full_points_losing_10": strong, "pairs": rows, "holds": bool(held), "majority": maj,
+            "vacuous": bool(held) and not any((r["full_learnt"] or {}).get("above") for r in held),
             "rule": goal.__doc__.split(": ", 1)[1].replace("\n    ", " ")}
 
 
@@ -428,13 +456,23 @@ def goal_text(g: dict) -> str:
     head = f"**Goal ({g['shots']}-shot): {'holds' if g['holds'] else 'does not hold'}.** Rule: {g['rule']}"
     if not g["full_points_losing_10"]:
         return head + "\n\nNo full-FT point loses 10+ Norm. Avg. points: the goal's premise is not reached."
-    lines = [head, "", "| full FT | ProMoT | ProMoT − full, tuned [95%] | drop full | drop ProMoT | format full | format ProMoT | holds |",
-             "|---|---|---:|---:|---:|---:|---:|---|"]
+    maj = g.get("majority")
+    lines = [head, "", "| full FT | ProMoT | ProMoT − full, tuned [95%] | full FT above the majority answer (p) | drop full | "
+             "drop ProMoT | format full | format ProMoT | holds |", "|---|---|---:|---|---:|---:|---:|---:|---|"]
     for r in g["pairs"]:
-        t = r["tuned_diff"]
+        t, learnt = r["tuned_diff"], r.get("full_learnt")
         cell = "-" if not t else f"{t['diff']:+.2f} [{t['ci'][0]:+.2f}, {t['ci'][1]:+.2f}]"
-        lines.append(f"| {r['full']} | {r['promot']} | {cell} | "
+        above = "-" if not learnt else f"{'yes' if learnt['above'] else 'no'} ({learnt['p']:.3g})"
+        lines.append(f"| {r['full']} | {r['promot']} | {cell} | {above} | "
                      f"{r['drop_full']:.2f} | {r['drop_promot']:.2f} | {r['rate_full']} | {r['rate_promot']} | {'yes' if r['holds'] else 'no'} |")
+    if maj:
+        lines += ["", f"Majority answer of the scored items: '{maj['label']}', {maj['count']} of {maj['n']} = {maj['rate']:.2f}%: "
+                  "a model that always gives it scores that. 'Above' is an exact one-sided binomial test of a score's correct "
+                  "answers against that rate (p < 0.05)."]
+    if g.get("vacuous"):
+        lines += ["", "**The goal holds only against full-FT points that score no better than the majority answer**: "
+                  "there, equal tuned score does not mean full FT learnt the task, so the comparison says how much ProMoT "
+                  "keeps, not that it keeps it at the same learning."]
     return "\n".join(lines)
 
 
@@ -526,7 +564,21 @@ def paper_table(res: dict, task: str) -> str:
         lines.append(f"| {name} | {_cell(ev, 'tuned') if name != 'base' or ev else 'not yet run'} | {pt if pt is not None else '-'} | "
                      f"{_cell(ev, 'avg', '1')} | {pa if pa is not None else '-'} | {_cell(ev, 'avg', '4')} | "
                      f"{(ev or {}).get('format_rate', {}).get('1', '-') if ev else '-'} |")
-    return "\n".join(lines)
+    return "\n".join(lines + majority_lines(res[task]))
+
+
+def majority_lines(results: dict) -> list[str]:
+    """For an accuracy task: the majority answer's rate, and which methods score above it (``above_majority``)."""
+    m = results["methods"]
+    maj = majority(next((m[n]["tuned"] for n in m if m[n].get("tuned")), None)) if results["metric"] == "accuracy" else None
+    if not maj:
+        return []
+    cells = []
+    for name, ev in m.items():
+        a = above_majority(ev.get("tuned"), maj)
+        cells += [f"{name} {'yes' if a['above'] else 'no'} (p {a['p']:.3g})"] if a else []
+    return ["", f"Majority answer of the scored items: '{maj['label']}', {maj['rate']:.2f}% (a model that always gives it scores "
+            f"that). Above it (exact one-sided binomial test, p < 0.05): {'; '.join(cells)}."]
 
 
 def multitask_table(res: dict) -> str:

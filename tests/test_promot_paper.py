@@ -113,3 +113,32 @@ def test_drop_weights(tmp_path):
     assert drop_weights(d, keep=("keep",)) == 20
     left = sorted(p.relative_to(d).as_posix() for p in d.rglob("*") if p.is_file())
     assert left == ["compare/evals/full.json", "compare/runs/full/prompt/adapter.bin", "keep/model/w.bin"]
+
+
+def _majority_eval(suite_right: int, rate: float, learnt: bool) -> dict:
+    """An RTE-like evaluation: 40 True/False items, 22 of them 'True'; the model answers 'True' always (the majority
+    rate, 55%) or gets 36 right."""
+    refs = ["True"] * 22 + ["False"] * 18
+    preds = [r if i < 36 else ("False" if r == "True" else "True") for i, r in enumerate(refs)] if learnt else ["True"] * 40
+    ev = _eval(suite_right, 0, rate)
+    right = sum(p == r for p, r in zip(preds, refs))
+    ev["tuned"] = {"name": "rte", "metric": "exact_match", "match": [], "score": 100.0 * right / 40,
+                   "units": [{"seed": 0, "trial": 0, "inputs": refs, "references": refs, "predictions": preds}]}
+    return attach_summaries(ev)
+
+
+@pytest.mark.parametrize("learnt", [True, False])
+def test_goal_says_when_full_ft_only_gives_the_majority_answer(learnt):
+    methods = {"base": _majority_eval(30, 0.0, False), "full@recipe=lr=0.0003,steps=60": _majority_eval(10, 40.0, learnt),
+               "promot@recipe=centre": _majority_eval(28, 5.0, learnt)}
+    results = pp.results_of(methods, "rte", [4])
+    results["paired"] = pp.paired_vs_base(results)
+    g = pp.goal(results, "4")
+    assert g["majority"] == {"label": "True", "count": 22, "n": 40, "rate": 55.0}
+    (row,) = g["pairs"]
+    assert g["holds"] and row["full_learnt"]["above"] is learnt
+    assert g["vacuous"] is (not learnt)
+    assert ("majority answer**" in pp.goal_text(g)) is (not learnt)
+    line = pp.majority_lines({**results, "metric": "accuracy"})[-1]
+    assert "'True', 55.00%" in line and f"full@recipe=lr=0.0003,steps=60 {'yes' if learnt else 'no'}" in line
+    assert "base no" in line and pp.majority_lines({**results, "metric": "chrf"}) == []
