@@ -250,6 +250,29 @@ def test_lm_eval_export_reproduces_retain_prompts(tmp_path):
         assert cfg["doc_to_text"] == "Input: {{input}}\nOutput:" and cfg["fewshot_delimiter"] == "\n\n"
 
 
+def test_lm_eval_export_scores_sari_against_each_source(tmp_path):
+    """The exported scoring module scores a SARI task as retain does: against the item's source (its ``source``
+    field, else its input); a source-less call would change the score."""
+    import importlib.util
+
+    from retain.evaluation.lmeval_export import export_suite
+    from retain.evaluation.metrics import per_item
+
+    rows = [{"input": f"Simplify: the cat sat upon the mat number {i}", "source": f"the cat sat upon the mat number {i}",
+             "output": f"the cat sat on mat {i}"} for i in range(12)]
+    (name,) = export_suite([Task("simp", rows, metric="sari", n=3)], 1, tmp_path)
+    spec = importlib.util.spec_from_file_location("retain_lmeval_utils_t", tmp_path / "retain_lmeval_utils.py")
+    utils = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(utils)
+    for doc in (json.loads(line) for line in (tmp_path / f"{name}_test.jsonl").read_text().splitlines()):
+        pred = "the cat sat on the mat"
+        got = utils.process_item(doc, [" " + pred + "\nmore"])["score"]
+        assert got == per_item("sari", [pred], [doc["output"]], sources=[doc["source"]])[0]
+        assert got != per_item("sari", [pred], [doc["output"]], sources=[doc["input"]])[0]
+    doc = {k: v for k, v in doc.items() if k != "source"}
+    assert utils.process_item(doc, [pred])["score"] == per_item("sari", [pred], [doc["output"]], sources=[doc["input"]])[0]
+
+
 def test_compare_trials_and_seeds_enter_the_intervals(tmp_path, task):
     """--trials re-draws demonstrations (and test items), --seeds retrains: every draw is kept as a unit and
     the standard errors and paired intervals come from the hierarchical bootstrap over them."""

@@ -9,7 +9,9 @@ For every task, writes into ``out_dir``:
   ``data_files``), template ``doc_to_text``, target after ``" "``, few-shot
   delimiter ``"\\n\\n"``, greedy, stop at ``"\\n"``; scored by
   ``retain_lmeval_utils.py`` with retain's own metric functions (so the
-  harness never fetches a metric from the Hub; its ROUGE would).
+  harness never fetches a metric from the Hub; its ROUGE would). SARI
+  items are scored against their source (the ``source`` field, else the
+  input), as retain scores them.
 
 Log-likelihood tasks are exported as ``multiple_choice`` tasks. Build the
 lm-eval model with ``hflm_kwargs(tokenizer)``: lm-eval then starts every
@@ -34,7 +36,7 @@ def hflm_kwargs(tokenizer) -> dict:
 
 
 UTILS = '''"""Scoring for retain's exported tasks: retain's own metrics (offline)."""
-from retain.evaluation.metrics import per_item, score
+from retain.evaluation.metrics import SOURCE_METRICS, per_item, score, source_of
 
 
 def _pred(results):
@@ -49,7 +51,9 @@ def process_item(doc, results):
     metric = doc["_retain_metric"]
     if metric in ("bleu", "chrf"):
         return {"score": (_pred(results), _refs(doc), metric)}
-    return {"score": per_item(metric, [_pred(results)], [_refs(doc)], options=doc.get("_retain_match", ()))[0]}
+    sources = [source_of(doc)] if metric in SOURCE_METRICS else None
+    return {"score": per_item(metric, [_pred(results)], [_refs(doc)], options=doc.get("_retain_match", ()),
+                              sources=sources)[0]}
 
 
 def aggregate(items):
