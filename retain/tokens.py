@@ -19,6 +19,8 @@ with and without special tokens), not from a list of model names.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import weakref
 
 _AFFIXES: weakref.WeakKeyDictionary[object, tuple[list[int], list[int]]] = weakref.WeakKeyDictionary()
@@ -46,6 +48,19 @@ def special_affixes(tokenizer) -> tuple[list[int], list[int]]:
     with contextlib.suppress(TypeError):  # not weak-referenceable: recompute next time
         _AFFIXES[tokenizer] = found
     return found
+
+
+def tokenizer_fingerprint(tokenizer) -> str:
+    """sha256 of what turns text into ids here: the vocabulary and rules (a fast tokenizer's full JSON, else its
+    vocabulary), the special tokens and the ones it adds around a text. Identifies a tokenizer as
+    ``models.weights_fingerprint`` identifies weights (records that reuse scores compare both)."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    rules = backend.to_str() if backend is not None else json.dumps(sorted(tokenizer.get_vocab().items()), ensure_ascii=False)
+    specials = {"map": {k: str(v) for k, v in sorted(tokenizer.special_tokens_map.items())},
+                "affixes": special_affixes(tokenizer), "class": type(tokenizer).__name__}
+    h = hashlib.sha256(rules.encode())
+    h.update(json.dumps(specials, sort_keys=True, ensure_ascii=False).encode())
+    return h.hexdigest()
 
 
 def prompt_ids(tokenizer, text: str, *, is_seq2seq: bool = False) -> list[int]:

@@ -132,6 +132,10 @@ def test_mismatched_base_scores_refused(runs, data, tmp_path):
     (changed / "validation.jsonl").write_text("\n".join([rows[1], rows[0], *rows[2:]]) + "\n")
     _refused(("--method", "sequential", "--tasks", data["rev"], changed, *FLAGS, "--base-scores", base),
              "task 'up' was scored with other settings or data: validation", tmp_path)
+    lender = json.loads(base.read_text())
+    lender["base_evaluation"]["key"]["tokenizer"] = "0" * 64  # same weights, another tokenizer
+    (tmp_path / "lender.json").write_text(json.dumps(lender))
+    _refused(seq[:-1] + (tmp_path / "lender.json",), "its base model was scored with other settings: tokenizer (", tmp_path)
     _refused(seq[:-1] + (tmp_path / "nothing.json",), "no such file", tmp_path)
     (tmp_path / "other.json").write_text(json.dumps({"R": []}))
     _refused(seq[:-1] + (tmp_path / "other.json",), "records no base evaluation", tmp_path)
@@ -161,3 +165,16 @@ def test_options_are_recorded_per_task_when_a_registry_is_extended(runs, data, t
     assert set(check(["dbl"], max_steps=3)["adapters"]) == {"dbl"}
     with pytest.raises(RetainError, match="task 'dbl''s adapter was trained with other options: max_steps"):
         check(["rev", "up", "dbl"])
+
+
+def test_tokenizer_fingerprint_tells_tokenizers_apart():
+    """The base key's tokenizer sha256: equal for the same tokenizer loaded twice, different when only the special
+    tokens it adds differ (a BOS) and across families."""
+    from retain.models import load_model, tiny_tokenizer
+    from retain.tokens import tokenizer_fingerprint
+
+    assert tokenizer_fingerprint(tiny_tokenizer()) == tokenizer_fingerprint(tiny_tokenizer())
+    assert tokenizer_fingerprint(tiny_tokenizer()) != tokenizer_fingerprint(tiny_tokenizer(bos=True))
+    assert tokenizer_fingerprint(tiny_tokenizer(bos=True)) != tokenizer_fingerprint(tiny_tokenizer(eos=True))
+    fams = {spec: tokenizer_fingerprint(load_model(spec).tokenizer) for spec in ("tiny-random-llama", "tiny-random-t5")}
+    assert len(set(fams.values())) == 2

@@ -15,7 +15,7 @@ A registry written before per-task records existed is read through its ``config`
 
 **Base scores** (``--base-scores RESULTS``). The base model's scores on the tasks (FWT's b_j, per-item units kept
 in ``results.json`` ``transfer.base``) and on the general suite (``general.base``) are taken from an earlier
-``retain continual`` run when what they depend on is the same: ``base_key`` (the base weights' sha256, attention
+``retain continual`` run when what they depend on is the same: ``base_key`` (the base weights' and tokenizer's sha256, attention
 kernel, decoding record, evaluation batch size; per task its settings and a sha256 of the validation rows scored;
 the general suite's tasks as loaded (rows, templates, metrics, items), shots and seed). Every run records its
 ``base_key`` in ``results.json`` (``base_evaluation``), so any finished run can lend its base scores.
@@ -56,9 +56,13 @@ def _sha(x) -> str:
 
 def _differs(there: dict, here: dict, keys) -> str | None:
     """The first of ``keys`` whose values differ, as 'KEY (A there, B here)'."""
+    def short(v):  # a sha256 by its first 12 digits, as the registry's messages name weights
+        return v[:12] if isinstance(v, str) and len(v) == 64 else v
+
     for k in keys:
         a, b = there.get(k), here.get(k)
         if a != b:
+            a, b = short(a), short(b)
             return f"{k} ({a!r} there, {b!r} here)" if len(repr(a)) + len(repr(b)) < 120 else k
     return None
 
@@ -143,14 +147,15 @@ def adapters_source(cfg, tasks: list, fingerprint: str, world_size: int) -> dict
 
 
 # ------------------------------------------------------------------ base scores
-def base_key(cfg, fingerprint: str, tasks: list) -> dict:
+def base_key(cfg, fingerprint: str, tasks: list, tokenizer) -> dict:
     """What the base model's scores depend on (tasks' max_new_tokens resolved)."""
     from retain.continual.general import load_general_suite
     from retain.evaluation.decoding import current
+    from retain.tokens import tokenizer_fingerprint
 
     general = load_general_suite(cfg)
     return _plain({
-        "fingerprint": fingerprint, "attn_implementation": cfg.attn_implementation, "decoding": current().record(),
+        "fingerprint": fingerprint, "tokenizer": tokenizer_fingerprint(tokenizer), "attn_implementation": cfg.attn_implementation, "decoding": current().record(),
         "eval_batch_size": cfg.eval_batch_size,
         "tasks": {t.name: {**{k: v for k, v in t.spec().items() if k not in ("name", "path")}, "eval_samples": cfg.eval_samples,
                            "validation": _sha(t.validation[: cfg.eval_samples])} for t in tasks},
@@ -185,7 +190,7 @@ def reused_base(spec: str, key: dict) -> dict:
     one RetainError line naming what differs."""
     path, res = read_results(spec)
     there, where = res["base_evaluation"]["key"], f"--base-scores {path}"
-    diff = _differs(there, key, ("fingerprint", "attn_implementation", "decoding", "eval_batch_size"))
+    diff = _differs(there, key, ("fingerprint", "tokenizer", "attn_implementation", "decoding", "eval_batch_size"))
     if diff:
         raise RetainError(f"{where}: its base model was scored with other settings: {diff}")
     by_name = dict(zip(res["tasks"], res["transfer"]["base"]))

@@ -98,7 +98,7 @@ def run_continual(cfg: ContinualConfig, task_dirs: list[str], *, progress=print,
         check_base(previous.info, loaded, previous.path)
     for t in tasks:
         t.max_new_tokens = max_new_tokens(t, loaded.tokenizer, cfg.max_new_tokens)
-    reuse = _reuse(cfg, fingerprint, tasks)
+    reuse = _reuse(cfg, fingerprint, tasks, loaded.tokenizer)
     staging = staging_dir(out)
     on_main(_fresh, staging, cfg.resume)
     _same_run(staging, cfg)
@@ -112,9 +112,9 @@ def run_continual(cfg: ContinualConfig, task_dirs: list[str], *, progress=print,
     return out
 
 
-def _reuse(cfg: ContinualConfig, fingerprint: str, tasks: list[Task]) -> Reuse:
+def _reuse(cfg: ContinualConfig, fingerprint: str, tasks: list[Task], tokenizer) -> Reuse:
     """This run's base key, and what it takes from earlier runs (``--base-scores``, ``--adapters-from``), checked."""
-    out = Reuse(base_key(cfg, fingerprint, tasks))
+    out = Reuse(base_key(cfg, fingerprint, tasks, tokenizer))
     if cfg.base_scores:
         out.base, out.base_from = reused_base(cfg.base_scores, out.key), cfg.base_scores
     if cfg.adapters_from:
