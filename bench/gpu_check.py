@@ -112,7 +112,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--seq-len", type=int, default=None, help="tokens per row (default 512; smoke 32)")
     ap.add_argument("--warmup", type=int, default=None, help="steps before the timed ones (default 3; smoke 1)")
     ap.add_argument("--steps", type=int, default=None, help="timed steps (default 10; smoke 2)")
-    ap.add_argument("--prompt-length", type=int, default=20, help="soft-prompt tokens (retain's default)")
+    ap.add_argument("--prompt-length", type=int, default=20, help="soft-prompt tokens (docs/PERFORMANCE.md's figures: 20)")
     ap.add_argument("--eval-examples", type=int, default=None, help="evaluation items (default 256; smoke 8)")
     ap.add_argument("--matmul-n", type=int, default=None, help="square matmul size (default 8192; smoke 256)")
     ap.add_argument("--no-packing", action="store_true", help="pad instead of packing (retain's --no-packing)")

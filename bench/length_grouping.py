@@ -49,7 +49,7 @@ def main() -> None:
     ap.add_argument("--model", default="smollm2-135m")
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--batch-size", type=int, default=8)
-    ap.add_argument("--prompt-length", type=int, default=20, help="virtual tokens (retain's default)")
+    ap.add_argument("--prompt-length", type=int, default=20, help="virtual tokens (docs/PERFORMANCE.md's figures: 20)")
     ap.add_argument("--examples", type=int, default=800)
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)

@@ -37,6 +37,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--methods", default="full,prompt,lora,promot,joint")
+    ap.add_argument("--prompt-length", type=int, default=20, help="soft-prompt tokens (docs/PERFORMANCE.md's figures: 20)")
     args = ap.parse_args()
 
     rows = {"load only": peak_rss_mib([sys.executable, "-c", f"from retain.models import load_model; load_model({args.model!r})"])}
@@ -47,7 +48,7 @@ def main() -> None:
                 "--train", str(SHARED / "sst2" / "train.jsonl"), "--template", "Review: {input}\\nSentiment:",
                 "--output", str(Path(tmp) / method), "--max-steps", str(args.steps), "--stage1-steps", str(args.steps),
                 "--stage2-steps", str(args.steps), "--batch-size", str(args.batch_size), "--eval-every", "0",
-                "--save-every", "0"])
+                "--save-every", "0", "--prompt-length", str(args.prompt_length)])
             print(f"{method}: {rows[method]:.0f} MiB", flush=True)
     ratio = rows.get("full", 0) / rows["prompt"] if "prompt" in rows and "full" in rows else None
     write_result("memory", {"model": args.model, "steps": args.steps, "batch_size": args.batch_size,

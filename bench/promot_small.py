@@ -72,6 +72,7 @@ def main() -> None:
         cfg = TrainConfig(model=args.model, train=str(train), validation=str(val), output=str(Path(args.work) / name),
                           template=exp["template"], metric=exp["metric"], max_steps=args.steps, stage1_steps=args.steps,
                           stage2_steps=args.steps, lr=args.lr, stage2_lr=args.lr, stage1_lr=args.prompt_lr,
+                          prompt_length=20,  # the default when docs/results/promot_small*.md were measured
                           batch_size=args.batch_size, max_length=exp["max_length"], eval_every=0, save_every=0, seed=0,
                           eval_batch_size=32)
         opts = CompareOptions(methods=args.methods, suite=suite, shots="4", examples=args.examples,

@@ -112,14 +112,14 @@ class TrainConfig(EngineOptions):
     one_shot: bool = opt(False, "Put one natural-language training example (seeded pick) after the soft prompt, in training and when evaluating the tuned task (ProMoT + 1-shot, FT + 1-shot).")
     # steps and learning rates
     max_steps: int = opt(150, "Optimizer steps for single-stage methods (full, prompt, lora, joint, ft-random-prompt). Paper: 1000 (FT), 5000 (prompt tuning).", positive=True)
-    stage1_steps: int = opt(150, "promot stage 1 (prompt tuning; promot-lora: LoRA tuning) steps. Paper: 5000.", positive=True)
+    stage1_steps: int = opt(60, "promot stage 1 (prompt tuning; promot-lora: LoRA tuning) steps (the recipe search's choice, docs/results/promot_paper_search.md). Paper: 5000.", positive=True)
     stage2_steps: int = opt(150, "promot stage 2 (model tuning under the frozen prompt or LoRA) steps. Paper: 1000.", positive=True)
     lr: float | None = opt(None, "Learning rate of single-stage methods; default: 2e-5 (full, joint's model weights, ft-random-prompt), 3e-2 (prompt), 2e-4 (lora).", positive=True)
     stage1_lr: float = opt(3e-2, "Soft-prompt learning rate (promot stage 1, joint's prompt). Paper: 0.2 with Adafactor.", positive=True)
-    stage2_lr: float = opt(2e-5, "Model learning rate in promot (and promot-lora) stage 2. Paper: 1e-3 with Adafactor at 13B scale.", positive=True)
+    stage2_lr: float = opt(3e-5, "Model learning rate in promot (and promot-lora) stage 2 (the recipe search's choice: at 1e-4 a 135M model forgot as much as full FT). Paper: 1e-3 with Adafactor at 13B scale.", positive=True)
     stage1_lora_lr: float = opt(2e-4, "LoRA learning rate in promot-lora stage 1 (the LoRA trains, the model is frozen).", positive=True)
     # soft prompt
-    prompt_length: int = opt(20, "Soft prompt length in virtual tokens. Paper: 100 (T5), 50 (PaLM-8B).", positive=True)
+    prompt_length: int = opt(100, "Soft prompt length in virtual tokens (the recipe search's choice). Paper: 100 (T5), 50 (PaLM-8B).", positive=True)
     prompt_init: str = opt("text", "Soft prompt initialisation: text (embeddings of --prompt-init-text, repeated), vocab (embeddings of sampled vocabulary tokens), random (uniform [0, 0.5), as the paper's code base).", choices=PROMPT_INITS)
     prompt_init_text: str = opt("Read the input and answer in the format of this task.", "Text whose token embeddings initialise the prompt (with --prompt-init text).")
     # evaluation and checkpoints

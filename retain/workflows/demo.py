@@ -13,6 +13,10 @@ from retain.evaluation.report import comparison_table, paired_table
 from retain.workflows.compare import compare, parse_methods
 from retain.workflows.options import CompareOptions, DemoOptions
 
+# A 20-token prompt keeps the demo's rows short (it finishes in minutes on 2 CPU cores); real runs default to the
+# recipe search's 100 (TrainConfig.prompt_length).
+DEMO_PROMPT_LENGTH = 20
+
 
 def write_data(out: Path) -> Path:
     """The demo task's train/validation JSONL in a hidden sibling of ``out`` (rewritten only if different)."""
@@ -34,6 +38,7 @@ def demo(o: DemoOptions, log=print) -> dict:
     cfg = TrainConfig(model=o.model, train=str(data / "train.jsonl"), validation=str(data / "validation.jsonl"),
                       output=str(out), template=DEMO_TEMPLATE, max_steps=o.steps, stage1_steps=o.steps,
                       stage2_steps=o.steps, lr=o.lr, stage2_lr=o.lr, eval_every=0, max_length=64, batch_size=8,
+                      prompt_length=DEMO_PROMPT_LENGTH,
                       save_every=0, log_every=10, eval_batch_size=32, overwrite=o.overwrite)
     opts = CompareOptions(methods=o.methods, suite="builtin", examples=o.examples, tuned_examples=100, seed=0)  # compare's shots
     log(f"[demo] task: synthetic reviews -> positive/negative, template {DEMO_TEMPLATE!r}; methods {','.join(methods)}; "
