@@ -452,6 +452,21 @@ def choose(results: dict, key: str) -> dict | None:
             "promot": {"name": p, "options": {**CENTRE, **{k: v for k, v in PROMOT_GRID[pk].items() if k != "one_shot"}}}}
 
 
+RECIPE_FIELDS = ("prompt_length", "prompt_init", "stage1_steps", "stage1_lr", "stage2_lr")  # stage2_steps: the budget
+
+
+def defaults_text(choice: dict) -> str:
+    """Whether retain's ProMoT defaults (``TrainConfig``) are the chosen recipe, field by field (point 5: the recipe
+    found is the documented default for small models)."""
+    from retain.config import TrainConfig
+
+    d, want = TrainConfig(), choice["promot"]["options"]
+    off = [f"{f} (default {getattr(d, f)!r}, recipe {want[f]!r})" for f in RECIPE_FIELDS if f in want and getattr(d, f) != want[f]]
+    return (f"retain's defaults (`retain train --help`) {'differ from this recipe: ' + ', '.join(off) if off else 'are this recipe'} "
+            f"in {', '.join(RECIPE_FIELDS)}; stage 2's steps are the budget (default {d.stage2_steps}, equal to full FT's "
+            f"--max-steps {d.max_steps}; the search ran {want.get('stage2_steps')}).")
+
+
 def goal_text(g: dict) -> str:
     head = f"**Goal ({g['shots']}-shot): {'holds' if g['holds'] else 'does not hold'}.** Rule: {g['rule']}"
     if not g["full_points_losing_10"]:
@@ -647,7 +662,7 @@ def write_search(args, units: Units, docs: Path, command: str) -> dict:
           goal_text(g) if g else "Not yet decidable: the base unit has not run.", "",
           "## Recipe taken to the paper run", "",
           (f"Rule: {choice['rule']}\n\nfull FT: `{choice['full']['name']}` {choice['full']['options']}; "
-           f"ProMoT: `{choice['promot']['name']}` {choice['promot']['options']}") if choice else
+           f"ProMoT: `{choice['promot']['name']}` {choice['promot']['options']}\n\n{defaults_text(choice)}") if choice else
           "Not chosen yet: every search unit must finish first (the paper run can use `--recipe default` meanwhile)."]
     write_text(docs / "promot_paper_search.md", "\n".join(md) + "\n")
     write_json(docs / "promot_paper_search.json", {"command": command, "goal": g, "choice": choice,

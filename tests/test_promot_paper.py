@@ -142,3 +142,16 @@ def test_goal_says_when_full_ft_only_gives_the_majority_answer(learnt):
     line = pp.majority_lines({**results, "metric": "accuracy"})[-1]
     assert "'True', 55.00%" in line and f"full@recipe=lr=0.0003,steps=60 {'yes' if learnt else 'no'}" in line
     assert "base no" in line and pp.majority_lines({**results, "metric": "chrf"}) == []
+
+
+def test_search_page_says_whether_the_defaults_are_the_chosen_recipe():
+    """Point 5: the chosen recipe is the documented default; the search page checks it field by field against
+    TrainConfig, so it cannot go stale silently."""
+    from retain.config import TrainConfig
+
+    d = TrainConfig()
+    same = {"promot": {"options": {**pp.CENTRE, **{f: getattr(d, f) for f in pp.RECIPE_FIELDS}}}}
+    assert "are this recipe" in pp.defaults_text(same)
+    other = {"promot": {"options": {**same["promot"]["options"], "stage2_lr": d.stage2_lr * 10}}}
+    text = pp.defaults_text(other)
+    assert "differ from this recipe: stage2_lr" in text and "prompt_length" not in text.split("differ from this recipe:")[1].split(" in ")[0]
