@@ -213,7 +213,13 @@ def recipe(args) -> tuple[dict, dict, str]:
 
         raise RetainError(f"{choice}: no recipe chosen yet; finish 'search' (it writes the choice once its last unit is done) or pass --recipe default")
     c = json.loads(choice.read_text())
-    return c["full"]["options"], c["promot"]["options"], f"chosen by the search ({c['rule']})"
+    return (c["full"]["options"], c["promot"]["options"],
+            f"chosen by the search ([promot_paper_search.md](promot_paper_search.md); rule: {c['rule'].rstrip('.')}): full FT "
+            f"{_opts(c['full']['options'])}, ProMoT {_opts(c['promot']['options'])}")
+
+
+def _opts(options: dict) -> str:
+    return ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in options.items())
 
 
 def paper_units(args) -> list[tuple]:
