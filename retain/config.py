@@ -116,7 +116,7 @@ class TrainConfig(EngineOptions):
     stage2_steps: int = opt(150, "promot stage 2 (model tuning under the frozen prompt or LoRA) steps. Paper: 1000.", positive=True)
     lr: float | None = opt(None, "Learning rate of single-stage methods; default: 2e-5 (full, joint's model weights, ft-random-prompt), 3e-2 (prompt), 2e-4 (lora).", positive=True)
     stage1_lr: float = opt(3e-2, "Soft-prompt learning rate (promot stage 1, joint's prompt). Paper: 0.2 with Adafactor.", positive=True)
-    stage2_lr: float = opt(3e-5, "Model learning rate in promot (and promot-lora) stage 2 (the recipe search's choice: at 1e-4 a 135M model forgot as much as full FT). Paper: 1e-3 with Adafactor at 13B scale.", positive=True)
+    stage2_lr: float = opt(3e-5, "Model learning rate in promot (and promot-lora) stage 2 (the recipe search's choice: at 1e-4 the 135M default forgot more than full FT at 1e-4). Paper: 1e-3 with Adafactor at 13B scale.", positive=True)
     stage1_lora_lr: float = opt(2e-4, "LoRA learning rate in promot-lora stage 1 (the LoRA trains, the model is frozen).", positive=True)
     # soft prompt
     prompt_length: int = opt(100, "Soft prompt length in virtual tokens (the recipe search's choice). Paper: 100 (T5), 50 (PaLM-8B).", positive=True)
