@@ -24,7 +24,9 @@ centre without waiting for it), RTE and En-Fr with base / full / promot / promot
 En-Fr) promot and full, scored 1- and 4-shot on bench/paper_suite.yaml (10 tasks of ../shared/data/icl +
 En-De, 100 items each) and on the tuned task (its whole validation split up to 500 items); `retain analyze
 format-curve` (4 points per model-tuning stage, 1-shot, 20 items per suite task and 50 RTE items per point) and
-`gradients` (the first half of model tuning, 7 probe points) on RTE. Writes docs/results/promot_paper.md (+ .json,
+`gradients` (the first half of model tuning, 7 probe points) on RTE, each twice: at the chosen recipe and at the
+search's centre, where full FT loses 18 Norm. Avg. points (lr 1e-4; units ``-strong``: Fig. 2 and 3 describe a
+fine-tuning that specializes, and at the chosen recipe neither method forgets). Writes docs/results/promot_paper.md (+ .json,
 pngs): the paper's Tables 3/4/5 beside ours, the plots, and a statement per paper claim (holds / does not hold /
 undecided at 95%, from the paired intervals). ``all``: both steps in one command, each paper unit started once
 every search unit has finished and the choice is written (with ``--recipe default`` they do not wait).
@@ -206,7 +208,7 @@ def recipe(args) -> tuple[dict, dict, str]:
     if args.recipe == "default":
         return dict(FULL_GRID[DEFAULT_FULL]), dict(CENTRE), "the search's centre (--recipe default), not searched"
     choice = Path(args.work) / "search-choice.json"
-    if not choice.is_file() and args.aggregate_only:  # the docs can show the plan before the search has chosen
+    if not choice.is_file() and (args.aggregate_only or getattr(args, "planning", False)):  # the plan before the choice
         return dict(FULL_GRID[DEFAULT_FULL]), dict(CENTRE), "not chosen yet (the search has not finished): planned at its centre"
     if not choice.is_file():
         from retain.errors import RetainError
@@ -235,6 +237,21 @@ def paper_units(args) -> list[tuple]:
     for m in ("full", "promot"):
         units.append((f"paper-multitask-{m}", "multitask", m, None,
                       {k: v for k, v in train_options(args, "rte", **mt).items() if k not in ("template", "metric")}, ev))
+    units += analysis_units(args, "", full, promot)
+    # the same analyses where full FT forgets (the search's centre: full FT lr 1e-4 x 60 steps lost 18 Norm. Avg.
+    # points there, ProMoT's stage 2 at the same lr): Fig. 2/3 are about a fine-tuning that specializes, and at the
+    # chosen recipe neither method loses anything
+    if args.recipe == "search":  # (--recipe default: the same units; planned before the search chooses, so always here)
+        units += analysis_units(args, STRONG, dict(FULL_GRID[DEFAULT_FULL]), dict(CENTRE))
+    return units
+
+
+STRONG = "-strong"  # suffix of the analysis units at the strength where full FT loses 10+ points
+
+
+def analysis_units(args, suffix: str, full: dict, promot: dict) -> list[tuple]:
+    """``retain analyze format-curve`` and ``gradients`` on RTE for full FT and ProMoT at these options (stage 2 gets
+    full FT's steps, so that both curves cover the same model-tuning budget)."""
     rte_full = train_options(args, "rte", **full, **{k: promot[k] for k in promot if k != "stage2_steps"}, stage2_steps=full["max_steps"])
     every = max(1, rte_full["max_steps"] // 3)  # 4 points of each model-tuning stage (the paper's Fig. 2: 0..300 RTE steps)
     curve = {"suite": SUITE, "shots": "1", "examples": min(args.examples or 20, 20), "tuned_examples": min(args.tuned_examples, 50),
@@ -242,9 +259,8 @@ def paper_units(args) -> list[tuple]:
     # gradients: the first half of model tuning (Fig. 3's cosine falls early), probed at 7 points of it
     short = max(1, rte_full["max_steps"] // 2)
     grads = {"methods": "full,promot", "every": max(1, short // 6), "probe_batches": 4}
-    units.append(("paper-rte-format-curve", "format-curve", None, "rte", rte_full, curve))
-    units.append(("paper-rte-gradients", "gradients", None, "rte", {**rte_full, "max_steps": short, "stage2_steps": short}, grads))
-    return units
+    return [(f"paper-rte-format-curve{suffix}", "format-curve", None, "rte", rte_full, curve),
+            (f"paper-rte-gradients{suffix}", "gradients", None, "rte", {**rte_full, "max_steps": short, "stage2_steps": short}, grads)]
 
 
 def run_unit(unit: tuple, units: Units, log) -> None:
@@ -264,7 +280,7 @@ def step_units(args, step: str) -> list[tuple]:
     if step == "search":
         return search_units(args)
     if args.recipe == "search" and not (Path(args.work) / "search-choice.json").is_file():
-        return paper_units(argparse.Namespace(**{**vars(args), "recipe": "default"}))
+        return paper_units(argparse.Namespace(**{**vars(args), "planning": True}))
     return paper_units(args)
 
 
@@ -537,8 +553,9 @@ def normal_diff(a: dict | None, b: dict | None) -> dict | None:
     return {"diff": round(d, 2), "ci": [round(d - z * se, 2), round(d + z * se, 2)]}
 
 
-def claims(res: dict, done: dict) -> list[dict]:
-    """One line per paper claim, with our paired difference and its verdict."""
+def claims(res: dict, done: dict, strong: bool = True) -> list[dict]:
+    """One line per paper claim, with our paired difference and its verdict (``strong``: the plan has the analyses
+    where FT forgets besides those at the recipe)."""
     rte, enfr = res["rte"], res["en_fr"]
     rows = [
         ("Fine-tuning on RTE costs in-context ability (Table 3: 15.43 < 17.52)", pair(rte, "base", "full", "1"), -1),
@@ -552,17 +569,27 @@ def claims(res: dict, done: dict) -> list[dict]:
         ("Multi-task ProMoT keeps more than multi-task FT (Table 5: 25.88 vs 20.06)",
          pair(rte, "multitask-full", "multitask-promot", "1"), 1),
     ]
-    curve = done.get("paper-rte-format-curve")
-    pts = ((curve or {}).get("methods") or {}).get("full") or []
+    for suffix, where in (("", "at the recipe"), (STRONG, "where FT forgets (lr 1e-4)"))[:2 if strong else 1]:
+        rows += analysis_claims(done.get(f"paper-rte-format-curve{suffix}"), done.get(f"paper-rte-gradients{suffix}"), where)
+    return [{"claim": c, "ours": p and {"diff": p["diff"], "ci": p["ci"]}, "verdict": verdict(p, sign)} for c, p, sign in rows]
+
+
+def analysis_claims(curve: dict | None, grads: dict | None, where: str) -> list[tuple]:
+    """Fig. 2 and Fig. 3's claims from one pair of analyses: FT's format rate rises from its first to its last point,
+    ProMoT's ends below FT's, FT's real-vs-shuffled gradient cosine falls (normal intervals from the points' SEs)."""
+    curves = (curve or {}).get("methods") or {}
     rate = lambda q: {"score": q["format_rate"]["1"]["rate"], "se": q["format_rate"]["1"].get("se")}
-    rows.append(("FT's format rate rises while it trains on RTE (Fig. 2: 90% True/False on TriviaQA after 300 steps)",
-                 normal_diff(rate(pts[0]), rate(pts[-1])) if len(pts) > 1 else None, 1))
-    grads = done.get("paper-rte-gradients")
+    full, promot = curves.get("full") or [], curves.get("promot") or []
     g = ((grads or {}).get("methods") or {}).get("full") or []
     cos = lambda q: {"score": q["cosine"]["overall"]["cosine"], "se": q["cosine"]["overall"].get("se")}
-    rows.append(("The format is learnt first: FT's real-vs-shuffled gradient cosine falls (Fig. 3: 0.97 -> 0.1)",
-                 normal_diff(cos(g[0]), cos(g[-1])) if len(g) > 1 else None, -1))
-    return [{"claim": c, "ours": p and {"diff": p["diff"], "ci": p["ci"]}, "verdict": verdict(p, sign)} for c, p, sign in rows]
+    return [
+        (f"FT's format rate rises while it trains on RTE, {where} (Fig. 2: 90% True/False on TriviaQA after 300 steps)",
+         normal_diff(rate(full[0]), rate(full[-1])) if len(full) > 1 else None, 1),
+        (f"ProMoT ends its training specialized less than FT, {where} (Fig. 2)",
+         normal_diff(rate(full[-1]), rate(promot[-1])) if full and promot else None, -1),
+        (f"The format is learnt first: FT's real-vs-shuffled gradient cosine falls, {where} (Fig. 3: 0.97 -> 0.1)",
+         normal_diff(cos(g[0]), cos(g[-1])) if len(g) > 1 else None, -1),
+    ]
 
 
 # ------------------------------------------------------------------ the documents
@@ -697,9 +724,10 @@ def write_paper(args, units: Units, docs: Path, command: str) -> dict:
     plan = paper_units(args)
     done = finished(units, plan)
     res = {t: paper_results(done, t) for t in TASKS}
-    rows = claims(res, done)
-    pngs = {n: _copy(units.root / f"paper-rte-{n}" / "out" / f"{n.replace('-', '_')}.png", docs / f"promot_paper_{n.replace('-', '_')}.png")
-            for n in ("format-curve", "gradients")}
+    rows = claims(res, done, strong=any(u[0].endswith(STRONG) for u in plan))
+    pngs = {n + x: _copy(units.root / f"paper-rte-{n}{x}" / "out" / f"{n.replace('-', '_')}.png",
+                         docs / f"promot_paper_{n.replace('-', '_')}{x.replace('-', '_')}.png")
+            for x in ("", STRONG) for n in ("format-curve", "gradients") if f"paper-rte-{n}{x}" in {u[0] for u in plan}}
     _, _, source = recipe(args)
     md = ["# The ProMoT paper at small scale (issue 12, point 6)", "", "Command (repository root):", "", "```bash", command, "```", "",
           f"Model {args.model}; recipe: {source}; suite bench/paper_suite.yaml (10 tasks of ../shared/data/icl + En-De, "
@@ -717,7 +745,14 @@ def write_paper(args, units: Units, docs: Path, command: str) -> dict:
         if len(res[t]["methods"]) > 1:
             for k in (1, 4):
                 md += [f"### {t}, {k}-shot, every task", "", comparison_table(res[t], k), "", paired_table(res[t], k), ""]
-    md += ["## Format curve and gradients (RTE)", ""] + [f"![{n}]({p})" if p else f"{n}: not yet run" for n, p in pngs.items()]
+    twice = ("Twice: at the recipe of the tables above, and where full FT forgets (units -strong, the search's centre: full FT "
+             "lr 1e-4 x 60 steps, ProMoT with a 100-token text prompt, 60 stage-1 steps at lr 3e-2, then stage 2 at lr 1e-4), since "
+             "Fig. 2 and 3 describe a fine-tuning that specializes. " if any(n.endswith(STRONG) for n in pngs) else "")
+    md += ["## Format curve and gradients (RTE)", "",
+           f"{twice}Format curve: 1-shot, 20 items per suite task and 50 RTE items per point, ProMoT's stage 1 at negative "
+           "steps, its stage 2 over as many steps as full FT; gradients: the first half of model tuning, 4 probe batches per point.", ""]
+    for n, p in pngs.items():
+        md += [f"### {n}", "", f"![{n}]({p})" if p else "not yet run", ""]
     write_text(docs / "promot_paper.md", "\n".join(md) + "\n")
     write_json(docs / "promot_paper.json", {"command": command, "claims": rows, "results": {t: _light(r) for t, r in res.items()},
                                             "done": sorted(done), "not_yet_run": [u[0] for u in plan if u[0] not in done]})

@@ -85,7 +85,7 @@ def test_jobs_skip_done_units_and_paper_waits_for_the_search(tmp_path):
     search = [u[0] for u in pp.search_units(args)]
     paper = [j for j in jobs if j.name.startswith("paper-")]
     assert [j.name for j in jobs if j.name.startswith("search-")] == [n for n in search if n != name]  # done: no process
-    assert len(paper) == 12 and all(j.needs == tuple(search) for j in paper)
+    assert len(paper) == 14 and all(j.needs == tuple(search) for j in paper)
     assert paper[0].argv[2:5] == ["paper", "--unit", paper[0].name] and "--keep-weights" not in paper[0].argv
     # --recipe default: nothing to wait for; --only: a subset
     assert not any(j.needs for j in pp.plan_jobs(_args(tmp_path, "--recipe", "default"), ["search", "paper"], units))
@@ -155,3 +155,19 @@ def test_search_page_says_whether_the_defaults_are_the_chosen_recipe():
     other = {"promot": {"options": {**same["promot"]["options"], "stage2_lr": d.stage2_lr * 10}}}
     text = pp.defaults_text(other)
     assert "differ from this recipe: stage2_lr" in text and "prompt_length" not in text.split("differ from this recipe:")[1].split(" in ")[0]
+
+
+def test_analysis_claims_read_the_curves_and_gradients():
+    """Fig. 2/3's rows: FT's format rate first -> last point, ProMoT's last vs FT's last, FT's gradient cosine first -> last."""
+    pt = lambda rate, se=2.0: {"format_rate": {"1": {"rate": rate, "se": se, "n": 200}}}
+    cosine = lambda c: {"cosine": {"overall": {"cosine": c, "se": 0.02}}}
+    curve = {"methods": {"full": [pt(0.0), pt(40.0), pt(80.0)], "promot": [pt(0.0), pt(5.0)]}}
+    grads = {"methods": {"full": [cosine(0.95), cosine(0.9), cosine(0.94)]}}
+    rows = pp.analysis_claims(curve, grads, "here")
+    assert [r[1]["diff"] for r in rows] == [80.0, -75.0, pytest.approx(-0.01)]
+    verdicts = [pp.verdict(p, sign) for _, p, sign in rows]
+    assert verdicts[:2] == ["holds", "holds"] and verdicts[2] == "undecided"
+    # a curve that has not run: no numbers, and every claim says so
+    assert all(p is None for _, p, _ in pp.analysis_claims(None, None, "here"))
+    flat = {"methods": {"full": [pt(0.0), pt(0.0)], "promot": [pt(30.0, 3.0)]}}
+    assert [pp.verdict(p, s) for _, p, s in pp.analysis_claims(flat, None, "here")[:2]] == ["undecided", "does not hold"]
