@@ -46,8 +46,8 @@ at load ~4): a packed RTE step 17.9 s (full FT), 15.0 s (stage 1, 100-token prom
 4.7 s; 0.42 s per suite item, 1.25 s per RTE item. Per unit (CPU hours, one thread): search-base 0.13, full FT
 0.23 (20 steps) / 0.43 (60), ProMoT 0.71 (0.54 with 20 stage-1 steps): the search 8.3 h; paper: RTE base 0.35 /
 full 0.65 / promot 0.93 / promot-1shot 0.93, En-Fr 0.43 / 0.51 / 0.58 / 0.58, multi-task full 1.08 / promot 1.61,
-format curve 1.43, gradients 0.88: 9.95 h at the centre (the most any choice of the search costs). With
-``--jobs 2`` (two units at once, one thread each) about half in wall time: ~4.2 h for the search, ~5 h for the
+format curve 1.43, gradients 0.88, each twice (at the recipe and -strong): 12.3 h at the centre (the most any choice costs). With
+``--jobs 2`` (two units at once, one thread each) about half in wall time: ~4.2 h for the search, ~6 h for the
 paper, ~6 sessions of 1.5 h for both (was ~39 + ~31 CPU h, 300-step stages and a 1000-step stage 1). Measured
 (2026-11-30, this machine under load ~2.5 from another job, 4 full-FT steps on an En-Fr batch of 8 after a warm-up):
 3.6 s per step in each of two one-thread processes at once (the probe's one-thread rate, 4.7 s, kept), 27 s per
