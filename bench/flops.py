@@ -22,8 +22,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench._common import step_timer, write_result  # noqa: E402
-from bench.scaling import rows_of_length  # noqa: E402
+from bench._common import step_timer, write_result
+from bench.scaling import rows_of_length
 
 
 def matmul_rate(n: int = 2048, repeats: int = 5, dtype=None) -> float:

@@ -25,7 +25,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench._common import SHARED, write_result  # noqa: E402
+from bench._common import SHARED, write_result
 
 TEMPLATE = "Review: {input}\nSentiment:"
 

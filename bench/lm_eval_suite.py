@@ -42,9 +42,8 @@ def main() -> None:
     ap.add_argument("--output", default=None)
     args = ap.parse_args()
 
-    from lm_eval import simple_evaluate
-
     from bench._common import lm_eval_setup
+    from lm_eval import simple_evaluate
 
     from retain.cli import _quiet_libraries
     from retain.evaluation.harness import evaluate_task

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench._common import sst2_rows, write_result  # noqa: E402
+from bench._common import sst2_rows, write_result
 
 
 def main() -> None:
@@ -27,13 +27,11 @@ def main() -> None:
     ap.add_argument("--top", type=int, default=8)
     args = ap.parse_args()
 
-    import torch
     from torch.profiler import ProfilerActivity, profile
-    from transformers import DataCollatorForSeq2Seq, DataCollatorWithFlattening
+    from transformers import DataCollatorForSeq2Seq, DataCollatorWithFlattening, TrainingArguments
 
     from retain.engine import StageTrainer
     from retain.models import load_model
-    from transformers import TrainingArguments
 
     loaded = load_model(args.model)
     model = loaded.model.train()

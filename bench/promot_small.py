@@ -55,12 +55,12 @@ def main() -> None:
 
     from retain.cli import _quiet_libraries
     from retain.config import TrainConfig
+    from retain.evaluation.report import comparison_table, paired_table
     from retain.workflows.compare import compare, parse_methods
     from retain.workflows.options import CompareOptions
-    from retain.evaluation.report import comparison_table, paired_table
 
     _quiet_libraries()
-    methods = parse_methods(args.methods)
+    parse_methods(args.methods)  # a bad --methods fails here, before any training
     results_dir = Path(args.results)
     results_dir.mkdir(parents=True, exist_ok=True)
     suite = str(ROOT / "bench" / "icl_suite.yaml")

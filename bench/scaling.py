@@ -14,11 +14,12 @@ Last line: the largest ratio seen for one doubling.
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench._common import step_timer, write_result  # noqa: E402
+from bench._common import step_timer, write_result
 
 
 def rows_of_length(n: int, length: int, vocab: int, answer: int = 2) -> list[dict]:
@@ -58,7 +59,7 @@ def main() -> None:
         model = wrap(base.model, base.tokenizer, "prompt", TrainConfig(model=args.model, prompt_length=p), base.is_seq2seq)
         prm.append({"prompt_length": p, "step_s": round(step_timer(model, base.tokenizer, "prompt", lr=3e-2)(rows, args.steps), 4)})
     for table in (seq, prm):
-        for prev, cur in zip(table, table[1:]):
+        for prev, cur in itertools.pairwise(table):
             cur["ratio_to_previous"] = round(cur["step_s"] / prev["step_s"], 2)
     worst = max(r["ratio_to_previous"] for t in (seq, prm) for r in t[1:])
     write_result("scaling", {"model": args.model, "batch_size": args.batch_size, "sequence_length": seq,

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench._common import sst2_rows, step_timer, write_result  # noqa: E402
+from bench._common import sst2_rows, step_timer, write_result
 
 
 def main() -> None:

@@ -6,19 +6,20 @@ import json
 import pytest
 import torch
 from peft import PeftModel
+from tests.conftest import sentiment_rows
+from tests.test_train_artifacts import _logits, _train
 from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
 import retain
 from retain.config import TrainConfig
 from retain.data import TaskFormat, tokenize
 from retain.engine import run_stage
-from retain.methods import get as get_method, wrap
+from retain.methods import get as get_method
+from retain.methods import wrap
 from retain.methods.lora import lora_parameters
 from retain.methods.soft_prompt import prompt_embedding
 from retain.models import load_model
 from retain.workflows.compare import parse_methods
-from tests.conftest import sentiment_rows
-from tests.test_train_artifacts import _logits, _train
 
 FAMILIES = [("tiny-random-llama", AutoModelForCausalLM, False), ("tiny-random-t5", AutoModelForSeq2SeqLM, True)]
 TEXT = "Review: the film was good\nSentiment:"

@@ -187,7 +187,7 @@ def test_toy_method_walks_the_checklist(toy_method, task, tmp_path, capsys):
 def test_unknown_method_is_one_line(task, tmp_path, capsys):
     from retain.cli import main
 
-    train, val = task
+    train, _val = task
     with pytest.raises(SystemExit) as e:
         main(["train", "--model", "tiny-random-llama", "--method", "nope", "--train", str(train), "--output", str(tmp_path / "x")])
     assert e.value.code == 2 and "full" in capsys.readouterr().err

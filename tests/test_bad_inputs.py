@@ -11,7 +11,6 @@ import shutil
 
 import pytest
 import torch
-
 from tests.conftest import cli, sentiment_rows, write_jsonl
 
 
@@ -122,8 +121,9 @@ def test_corrupted_gguf(tmp_path, good):
 
 
 def test_truncated_gguf(tmp_path, good):
-    from retain.models import load_model
     from tests.test_gguf import write_tiny_llama_gguf
+
+    from retain.models import load_model
 
     tiny = load_model("tiny-random-llama")
     full = tmp_path / "full.gguf"

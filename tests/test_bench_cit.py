@@ -73,7 +73,7 @@ def _finished(args, method, **config):
 
 def test_reuse_flags_point_at_current_runs_and_change_no_decision(tmp_path):
     args = _args(tmp_path, "--methods", "arrow", "sequential", "switchcit")
-    rel = lambda *p: cit._rel(tmp_path.joinpath("runs", *p))  # noqa: E731
+    rel = lambda *p: cit._rel(tmp_path.joinpath("runs", *p))
     assert args.methods == ["switchcit", "sequential", "arrow"]
     assert cit.reuse_flags("arrow", args) == [] and cit.reuse_flags("sequential", args) == []  # nothing finished
     jobs = cit.jobs_of(args)
@@ -176,7 +176,7 @@ def test_a_job_reads_its_command_when_it_starts(tmp_path):
     from _common import Job, run_jobs
 
     first = _jobs(tmp_path, {"a": 3})[0]
-    steps = lambda: str(int((tmp_path / "a.count").read_text()) + 2)  # noqa: E731 (a's output, read when b starts)
+    steps = lambda: str(int((tmp_path / "a.count").read_text()) + 2)
     later = Job("b", lambda: [sys.executable, "-c", UNIT, "b", steps(), str(tmp_path)], needs=("a",))
     assert run_jobs([first, later], 2, tmp_path / "logs", log=lambda m: None) == 0
     assert (tmp_path / "b.count").read_text() == "5"

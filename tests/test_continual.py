@@ -7,10 +7,10 @@ import shutil
 
 import pytest
 import torch
+from tests.conftest import ROOT, SHARED, cli, write_jsonl
 
 from retain.errors import RetainError
 from retain.tokens import pad_right, prompt_ids
-from tests.conftest import ROOT, SHARED, cli, write_jsonl
 
 WORDS = ["apple", "river", "stone", "cloud", "tiger", "lemon", "piano", "storm", "candle", "forest", "mirror", "rocket"]
 TASKS = {  # distinct instructions, so the switch can tell them apart
@@ -54,7 +54,7 @@ def registry(tmp_path_factory, data):
 
 
 def prompts_of(data, names, n=4):
-    rows = [json.loads(l) for name in names for l in (data[name] / "validation.jsonl").read_text().splitlines()[:n]]
+    rows = [json.loads(line) for name in names for line in (data[name] / "validation.jsonl").read_text().splitlines()[:n]]
     return [r["input"] for r in rows], [r["task"] for r in rows]
 
 
@@ -71,7 +71,7 @@ def test_registry_layout_and_round_trip(registry, data):
     info = json.loads((registry / "registry.json").read_text())
     assert info["base"]["spec"] == "tiny-random-llama" and len(info["base"]["fingerprint"]) == 64
     assert [t["name"] for t in info["tasks"]] == ["rev", "up"]
-    stored = [json.loads(l) for l in (registry / "switch" / "instructions.jsonl").read_text().splitlines()]
+    stored = [json.loads(line) for line in (registry / "switch" / "instructions.jsonl").read_text().splitlines()]
     assert {r["task"] for r in stored} == {"rev", "up", None} and len(stored) == 16 + 40  # retain-min 8 per task + general
 
     reg = load_registry(registry)
@@ -307,7 +307,7 @@ def test_switch_layer_reads_that_block_and_stops_there(spec):
         assert ran == list(range(k))  # one batch: blocks 1..k ran, none above
         want = (states[k] * mask).sum(1) / mask.sum(1)
         assert torch.allclose(got, want, atol=1e-5)
-    with pytest.raises(RetainError, match="block number 1..2"):
+    with pytest.raises(RetainError, match=r"block number 1\.\.2"):
         FeatureModel(m.model, m.tokenizer, m.is_seq2seq, layer="7")
 
 
@@ -409,7 +409,7 @@ def test_sigkill_mid_task_then_resume_equals_uninterrupted_run(data, tmp_path):
     for k in a:
         assert torch.equal(a[k], b[k]), f"{k} differs after resume (killed in task 2 at checkpoint {target})"
     ra, rb = (json.loads((d / "results.json").read_text()) for d in (ref, out))
-    best = lambda res: [(r["best"]["step"], r["best"]["score"]) for r in res["training"]]  # noqa: E731
+    best = lambda res: [(r["best"]["step"], r["best"]["score"]) for r in res["training"]]
     assert ra["R"] == rb["R"] and best(ra) == best(rb)
     assert [[e["step"] for e in r["evaluations"]] for r in rb["training"]] == [[10, 20, 30]] * 2  # --eval-every, per task
     assert (out / "switch" / "instructions.jsonl").read_text() == (ref / "switch" / "instructions.jsonl").read_text()
@@ -503,7 +503,7 @@ def test_osf_trains_only_directions_orthogonal_to_the_frozen_ones(data, tmp_path
     assert torch.equal(after["model.embed_tokens.weight"], before["model.embed_tokens.weight"])  # not a target
     name = "model.layers.0.self_attn.q_proj.weight"
     w0, delta = before[name], after[name].detach() - before[name]
-    u, _, vh = torch.linalg.svd(w0)
+    u, _, _ = torch.linalg.svd(w0)
     k = int(min(w0.shape) * frozen_share(0.5, 0, 1))
     assert delta.abs().max() > 1e-5, "OSF did not train"
     assert (u[:, :k].T @ delta).abs().max() < 1e-4 * delta.abs().max()  # the frozen directions did not move

@@ -6,10 +6,10 @@ import json
 import shutil
 
 import pytest
-
-from retain.errors import RetainError
 from tests.conftest import cli
 from tests.test_continual import make_task
+
+from retain.errors import RetainError
 
 # two tasks (R, BWT, FWT defined), a 2-item general suite per built-in task, no best-weights selection
 OPTS = dict(model="tiny-random-llama", max_steps=2, batch_size=4, eval_samples=3, max_new_tokens=3, eval_every=0, retain_min=4,

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from tests.conftest import sentiment_rows
 from transformers import DataCollatorForSeq2Seq, DataCollatorWithFlattening, TrainingArguments
 
 from retain.config import TrainConfig
@@ -9,7 +10,6 @@ from retain.data import TaskFormat, tokenize
 from retain.engine import StageTrainer, packing_is_exact
 from retain.methods import wrap
 from retain.models import load_model
-from tests.conftest import sentiment_rows
 
 
 def _rows(loaded, n=6):
@@ -69,9 +69,9 @@ def test_group_by_length_cuts_padding_of_padded_stages(tmp_path, monkeypatch, me
     import json
 
     import transformers
+    from tests.conftest import write_jsonl
 
     from retain.workflows.train import train
-    from tests.conftest import write_jsonl
 
     shapes = []
     for cls in (transformers.DataCollatorForSeq2Seq, transformers.DataCollatorWithFlattening):

@@ -6,7 +6,6 @@ import random
 import pytest
 
 from conftest import cli, write_jsonl
-
 from retain.evaluation.builtin import TASKS, builtin_examples, demo_task
 from retain.evaluation.harness import evaluate_task, format_counts, output_space
 from retain.evaluation.suite import Task, load_suite
@@ -31,6 +30,7 @@ def test_builtin_suite_is_deterministic_and_splits_never_overlap():
         test, pool = t.split(0, 4)
         assert test == u.split(0, 4)[0]
         test_inputs = {x["input"] for x in test}
+        assert not test_inputs & {x["input"] for x in pool}  # no test item is also a demonstration
         demos = t.demos(0, 4, 4)
         assert len(demos) == 4 and not test_inputs & {d["input"] for d in demos}
         assert len({x["input"] for x in test}) == len(test) >= min(20, len(t.examples) - 8)
@@ -98,7 +98,6 @@ def test_batched_prefix_reuse_matches_one_at_a_time(prompted):
 def test_shared_prefix_is_found_on_tokens_and_run_once():
     """The cached prefix is the prompts' common run of tokens, whatever text was passed as the prefix
     (a tokenizer may split the few-shot text differently once a query follows it)."""
-    import torch
 
     from retain.evaluation import icl
     from retain.models import load_model
@@ -178,7 +177,7 @@ def test_eval_command_on_a_prompt_run_uses_the_paper_rule(tmp_path, task):
     assert outs["on"]["tasks"]["copy"]["prompt"] is True and outs["off"]["tuned"]["prompt"] is False
     assert outs["auto"]["tuned"]["n"] == 6 and outs["auto"]["tuned"]["name"]
     # the prompt changes what the model says: auto's suite answers are the prompt-free ones
-    ex = lambda r: [e["prediction"] for e in outs[r]["tasks"]["copy"]["examples"]["1"]]  # noqa: E731
+    ex = lambda r: [e["prediction"] for e in outs[r]["tasks"]["copy"]["examples"]["1"]]
     assert ex("auto") == ex("off")
     assert outs["auto"]["format_rate"]["1"] is not None
 
@@ -197,7 +196,7 @@ def test_compare_writes_table_plots_and_resumes(tmp_path, task):
     res = json.loads((out / "results.json").read_text())
     assert list(res["methods"]) == ["base", "full", "wise-ft-0.5"]
     md = (out / "results.md").read_text()
-    assert "| **Norm. Avg.** |" in md and "(+" in md or "(-" in md
+    assert ("| **Norm. Avg.** |" in md and "(+" in md) or "(-" in md
     assert "format specialization" in md and "| copy" in md and "| caps" in md
     assert "±" in md and "Paired differences" in md and "⚠" in md  # standard errors, paired intervals, n < 30 warned
     assert res["paired"]["1"]["full vs base"]["norm_avg"]["ci"] is not None
@@ -287,7 +286,7 @@ def test_compare_trials_and_seeds_enter_the_intervals(tmp_path, task):
     res = json.loads((out / "results.json").read_text())
     units = res["methods"]["full"]["tasks"]["copy"]["units"]["1"]
     assert sorted((u["seed"], u["trial"]) for u in units) == [(0, 0), (0, 1), (1, 0), (1, 1)]
-    assert units[0]["inputs"] != [u for u in units if u["trial"] == 1][0]["inputs"]  # test items re-drawn
+    assert units[0]["inputs"] != next(u for u in units if u["trial"] == 1)["inputs"]  # test items re-drawn
     assert [u["trial"] for u in res["methods"]["base"]["tasks"]["copy"]["units"]["1"]] == [0, 1]  # base: no training seeds
     assert res["methods"]["full"]["tasks"]["copy"]["summary"]["1"]["method"] == "hierarchical bootstrap"
     assert (out / "runs" / "full@seed1" / "run.json").is_file()

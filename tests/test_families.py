@@ -6,6 +6,8 @@ and the slower exact path runs; the test checks the recorded path against that c
 import json
 
 import pytest
+from tests.conftest import write_jsonl
+from tests.test_continual import FAST, make_task
 
 import retain
 from retain.cli import main
@@ -16,8 +18,6 @@ from retain.evaluation.harness import evaluate_all
 from retain.evaluation.suite import load_suite
 from retain.methods import names as method_names
 from retain.models import load_model
-from tests.conftest import write_jsonl
-from tests.test_continual import FAST, make_task
 
 FAMILIES = {  # spec: what makes the family different
     "tiny-random-llama": "BOS, untied, rotary",

@@ -82,5 +82,5 @@ def test_truncated_gguf_is_a_clear_error(tmp_path):
     data = path.read_bytes()
     bad = tmp_path / "truncated.gguf"
     bad.write_bytes(data[: len(data) // 3])
-    with pytest.raises(RetainError, match="truncated.gguf"):
+    with pytest.raises(RetainError, match=r"truncated\.gguf"):
         load_model(str(bad))

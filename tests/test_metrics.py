@@ -4,10 +4,8 @@ first-word accuracy, ROUGE for any script, per-task options in suites."""
 import pytest
 
 from conftest import ROOT, SHARED, cli, write_jsonl
-
 from retain.evaluation.builtin import TASKS, builtin_examples
-from retain.evaluation.metrics import (CORPUS_METRICS, LENIENCY, METRICS, UnicodeTokenizer, canonical, normalize,
-                                       per_item, score)
+from retain.evaluation.metrics import CORPUS_METRICS, LENIENCY, METRICS, UnicodeTokenizer, canonical, normalize, per_item, score
 from retain.evaluation.suite import Task, load_suite
 
 
@@ -146,7 +144,7 @@ def test_rouge_on_english_is_rouge_score_default(metric):
     default = rouge_scorer.RougeScorer([metric], use_stemmer=True)
     ours = per_item(metric, [p for p, _ in ENGLISH], [r for _, r in ENGLISH])
     assert ours == [100.0 * default.score(r, p)[metric].fmeasure for p, r in ENGLISH]
-    assert 0 < min(ours) and max(ours) < 100  # the sentences do differ
+    assert min(ours) > 0 and max(ours) < 100  # the sentences do differ
     # only text outside ASCII is read differently: rouge-score's default cuts "naïve" into "na" "ve"
     assert default.score("na ve", "naïve")[metric].fmeasure == 1.0
     assert per_item(metric, ["naïve"], ["na ve"]) == [0.0]
@@ -254,7 +252,7 @@ def test_yaml_match_key_and_its_errors(tmp_path):
         "type.yaml": ("tasks:\n  - name: a\n    data: caps.jsonl\n    match: {ignore_case: true}\n", "type.yaml:2: field 'match'"),
         "metric.yaml": ("tasks:\n  - name: a\n    data: caps.jsonl\n    metric: chrf\n    match: ignore_case\n", "metric.yaml:2: field 'match'"),
     }
-    for fname, (text, expected) in bad.items():
+    for fname, (text, _) in bad.items():
         (tmp_path / fname).write_text(text)
     p = cli("eval", "--model", "tiny-random-llama", "--suite", tmp_path / "name.yaml", check=False)
     lines = p.stderr.strip().splitlines()

@@ -10,6 +10,7 @@ import random
 import pytest
 import torch
 from peft import PeftModel
+from tests.conftest import cli, sentiment_rows, write_jsonl
 from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, DataCollatorForSeq2Seq, TrainingArguments
 
 import retain
@@ -18,9 +19,9 @@ from retain.data import TaskFormat, tokenize
 from retain.engine import StageTrainer, run_stage
 from retain.engine.prompt_packing import LAYOUTS, PromptPackingCollator, packed_prompts, prompt_packing_layout
 from retain.engine.task_prompts import TaskCollator, per_example_prompts
-from retain.methods import Stage, get as get_method, prepare, wrap
+from retain.methods import Stage, prepare, wrap
+from retain.methods import get as get_method
 from retain.models import load_model
-from tests.conftest import cli, sentiment_rows, write_jsonl
 
 V = 4  # virtual tokens
 TEMPLATES = {"sent": "Review: {input}\nSentiment:", "copy": "Say: {input}\nWord:"}

@@ -2,14 +2,15 @@
 
 import pytest
 import torch
+from tests.conftest import sentiment_rows
 
 from retain.config import TrainConfig
 from retain.data import TaskFormat, tokenize
 from retain.engine import run_stage
-from retain.methods import get as get_method, wrap
+from retain.methods import get as get_method
+from retain.methods import wrap
 from retain.methods.soft_prompt import prompt_embedding
 from retain.models import load_model
-from tests.conftest import sentiment_rows
 
 
 def _snapshot(module):

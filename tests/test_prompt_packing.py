@@ -7,6 +7,7 @@ import json
 
 import pytest
 import torch
+from tests.conftest import sentiment_rows
 from transformers import DataCollatorForSeq2Seq, TrainingArguments
 
 import retain
@@ -17,7 +18,6 @@ from retain.engine.prompt_packing import LAYOUTS, PromptPackingCollator, packed_
 from retain.methods import Stage, prepare, wrap
 from retain.methods.soft_prompt import prompt_parameters
 from retain.models import load_model
-from tests.conftest import sentiment_rows
 
 CAUSAL = ["tiny-random-llama", "tiny-random-qwen", "tiny-random-gemma3", "tiny-random-gpt2"]
 VIRTUAL = 5
@@ -76,7 +76,7 @@ def test_packed_prompt_loss_and_gradients_equal_per_example_peft(tmp_path, spec)
 
 
 def test_prompt_packing_refuses_a_model_that_ignores_position_ids():
-    loaded, model, _ = _prompted("tiny-random-llama")
+    _, model, _ = _prompted("tiny-random-llama")
     base = model.get_base_model()
     real_forward = base.forward
     base.forward = lambda *a, position_ids=None, **kw: real_forward(*a, **kw)

@@ -11,7 +11,6 @@ import time
 import pytest
 import torch
 from safetensors.torch import load_file
-
 from tests.conftest import cli, sentiment_rows, write_jsonl
 
 
@@ -54,7 +53,7 @@ def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path):
     proc.wait()
     assert not out.exists() and staging.is_dir(), "a killed run must leave no output dir, only its staging dir"
 
-    resumed = cli(*_args(train, val, out, "--resume"))
+    cli(*_args(train, val, out, "--resume"))
     log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
     assert any(e.get("resumed_from") for e in log if e["event"] == "stage_start"), "did not resume from a checkpoint"
 
@@ -64,7 +63,7 @@ def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path):
         assert torch.equal(a[k], b[k]), f"{k} differs after resume (killed in {stage} near step {target})"
     info_a = json.loads((ref / "run.json").read_text())
     info_b = json.loads((out / "run.json").read_text())
-    best = lambda info: [(s["best"]["step"], s["best"]["score"]) for s in info["stages"]]  # noqa: E731
+    best = lambda info: [(s["best"]["step"], s["best"]["score"]) for s in info["stages"]]
     assert best(info_a) == best(info_b)
 
 

@@ -6,11 +6,11 @@ import json
 import pytest
 import torch
 from safetensors.torch import load_file
+from tests.conftest import cli
+from tests.test_continual import FAST, make_task
 from transformers import AutoModelForCausalLM
 
 import retain
-from tests.conftest import cli
-from tests.test_continual import FAST, make_task
 
 TEMPLATE = "Review: {input}\\nSentiment:"
 
@@ -82,7 +82,7 @@ def test_unavailable_precision_or_kernel_is_one_line(tmp_path, task):
 
 
 def test_memory_estimate_is_printed_and_recorded(tmp_path, task):
-    train, val = task
+    train, _val = task
     out = tmp_path / "mem"
     r = cli("train", "--model", "tiny-random-llama", "--method", "full", "--train", train, "--output", out, "--max-steps", 2,
             "--batch-size", 4, "--eval-every", 0)

@@ -5,10 +5,10 @@ import json
 import pytest
 import torch
 from peft import PeftModel
+from tests.conftest import cli
 from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
 import retain
-from tests.conftest import cli
 
 TEMPLATE = "Review: {input}\\nSentiment:"
 
@@ -96,7 +96,6 @@ def test_lora_and_prompt_runs_keep_no_base_copy(tmp_path, task):
     assert (lora / "lora" / "adapter_model.safetensors").is_file() and not (lora / "model").exists()
     prompt = _train(tmp_path, task, "tiny-random-llama", "prompt")
     assert (prompt / "prompt" / "adapter_model.safetensors").is_file() and not (prompt / "model").exists()
-    base = retain.models.load_model("tiny-random-llama").model if hasattr(retain, "models") else None
     run = retain.load_run(prompt)
     from retain.models import load_model, weights_fingerprint
 

@@ -2,18 +2,18 @@
 
 import json
 import re
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 import torch
+from tests.conftest import cli, write_jsonl
 
 from retain.data import TaskFormat, tokenize
 from retain.evaluation import icl
 from retain.evaluation.decoding import DECODING, generate_simple, generate_texts, padding_is_exact
 from retain.models import load_model
 from retain.tokens import prompt_ids, special_affixes
-from tests.conftest import cli, write_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
 BOS = {"tiny-random-llama": True, "tiny-random-qwen": False, "tiny-random-gpt2": False}
@@ -118,7 +118,7 @@ def test_wise_ft_moves_tied_embeddings_once():
 
 
 def test_t5_trains_with_label_smoothing(tmp_path, task):
-    train, val = task
+    train, _val = task
     out = tmp_path / "t5"
     cli("train", "--model", "tiny-random-t5", "--method", "full", "--train", train, "--output", out, "--max-steps", 2,
         "--batch-size", 4, "--label-smoothing", "0.1", "--save-every", 0, "--eval-every", 0)
@@ -275,7 +275,7 @@ def test_beam_search_with_a_soft_prompt_and_checkpoint_selection(tmp_path, task)
     res = json.loads(res.read_text())
     assert res["decoding"]["num_beams"] == 3 and res["tuned"]["n"] == 6
     with using(3):  # the run as saved (the prompt above was changed in memory only)
-        assert res["tuned"]["units"][0]["predictions"] == load_run(out).generate([json.loads(r)["input"] for r in open(val)])
+        assert res["tuned"]["units"][0]["predictions"] == load_run(out).generate([json.loads(r)["input"] for r in Path(val).read_text().splitlines()])
 
 
 @pytest.mark.parametrize("spec", ["tiny-random-llama", "tiny-random-t5"])
