@@ -22,7 +22,8 @@ method ends. Ctrl-C or SIGTERM stops them with their checkpoints (rerun the same
 Resumable, for a run spread over several sessions: each method runs into runs/cit/<method>/ with ``--save-every``;
 rerunning the same command skips a finished method whose recorded options (``results.json`` ``config``) equal this
 invocation's, reruns one with other options (naming them), and continues an interrupted one with ``--resume``
-(its hidden ``runs/cit/.<method>.partial`` holds the same options; with other ones it starts afresh, saying so).
+(its hidden ``runs/cit/.<method>.partial`` holds the same options; with other ones it starts afresh, saying so),
+which reloads the finished tasks and reads back what they measured (base model, R rows, routing, general suite).
 Work done once: ``arrow`` waits for ``switchcit`` and routes its registry's adapters (``--adapters-from``: the
 adapters it would train are byte-identical, tested; nothing trained), and every method started after a method has
 finished takes that run's base-model scores (``--base-scores``: the first finished in run order; the same figures,

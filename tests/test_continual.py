@@ -3,6 +3,7 @@
 import hashlib
 import json
 import random
+import re
 import shutil
 
 import pytest
@@ -401,6 +402,10 @@ def test_sigkill_mid_task_then_resume_equals_uninterrupted_run(data, tmp_path):
     assert mismatch.returncode == 2 and "other settings (max_steps)" in mismatch.stderr
     resumed = cli(*_switchcit_args(data, out, "--resume"))
     assert "rev: already complete, loaded" in resumed.stdout
+    # what was measured before the kill (the base model, everything after task 1) is read back, not generated again
+    for key in ("base", "base-general", "after-rev", "general-after-rev"):
+        assert f"{key}: measured before the interruption" in resumed.stdout, (key, resumed.stdout[-3000:])
+    assert "after-up: measured before" not in resumed.stdout  # task 2 was interrupted: measured afresh
     log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
     assert any(e.get("resumed_from") for e in log if e["event"] == "stage_start" and e["stage"] == "up"), "did not resume task 2"
 
@@ -411,8 +416,41 @@ def test_sigkill_mid_task_then_resume_equals_uninterrupted_run(data, tmp_path):
     ra, rb = (json.loads((d / "results.json").read_text()) for d in (ref, out))
     best = lambda res: [(r["best"]["step"], r["best"]["score"]) for r in res["training"]]
     assert ra["R"] == rb["R"] and best(ra) == best(rb)
+    untimed = lambda general: json.loads(re.sub(r'"wall_time_s": [0-9.e+-]+', '"wall_time_s": 0', json.dumps(general)))
+    assert ra["routing"] == rb["routing"] and ra["general"]["stages"] and untimed(ra["general"]) == untimed(rb["general"])
     assert [[e["step"] for e in r["evaluations"]] for r in rb["training"]] == [[10, 20, 30]] * 2  # --eval-every, per task
     assert (out / "switch" / "instructions.jsonl").read_text() == (ref / "switch" / "instructions.jsonl").read_text()
+
+
+def test_measured_is_read_back_on_resume_only_for_the_same_inputs(tmp_path):
+    from types import SimpleNamespace
+
+    from retain.continual.config import ContinualConfig
+    from retain.continual.context import Context
+
+    calls = []
+
+    def compute(x, *, y):
+        calls.append((x, y))
+        return {"score": x + y, "pair": (x, y), "by": {"none": None}}
+
+    loaded = SimpleNamespace(model=SimpleNamespace(config=SimpleNamespace(max_position_embeddings=64)), tokenizer=None,
+                             is_seq2seq=False)
+
+    def context(**kw):
+        cfg = ContinualConfig(model="tiny-random-llama", method="sequential", output=str(tmp_path / "out"), **kw)
+        return Context(cfg, loaded, tmp_path / "staging", lambda e: None, lambda m: None)
+
+    want = {"score": 3, "pair": [1, 2], "by": {"none": None}}  # a fresh run continues from the JSON a resume would read
+    assert context(save_every=5).measured("after-a", compute, 1, y=2, of=["items"]) == want and len(calls) == 1
+    kept = list((tmp_path / "staging" / "checkpoints" / "_measured").iterdir())
+    assert len(kept) == 1 and kept[0].name.startswith("after-a-") and json.loads(kept[0].read_text()) == want
+    resumed = context(save_every=5, resume=True)
+    assert resumed.measured("after-a", compute, 1, y=2, of=["items"]) == want and len(calls) == 1  # read, not computed
+    assert resumed.measured("after-a", compute, 1, y=2, of=["other items"]) == want and len(calls) == 2  # other inputs
+    assert context(save_every=5).measured("after-a", compute, 1, y=2, of=["items"]) == want and len(calls) == 3  # no --resume
+    context(save_every=0).measured("after-b", compute, 1, y=2, of=["items"])
+    assert len(calls) == 4 and not any(f.name.startswith("after-b") for f in kept[0].parent.iterdir())  # nothing to resume
 
 
 def test_arrow_routes_switchcits_own_adapters_with_peft_arrow(data, tmp_path):

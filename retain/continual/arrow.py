@@ -88,14 +88,15 @@ def run_arrow(ctx, tasks: list[Task], max_new: dict, previous=None) -> dict:
         seen = tasks[: i + 1]
         arrow = arrow_model(copy.deepcopy(pristine), [ctx.staging / "adapters" / t.name for t in seen],
                             top_k=cfg.arrow_top_k, temperature=cfg.arrow_temperature, seed=cfg.seed)
-        scores = evaluate_plain(arrow, ctx.tokenizer, tasks[: i + 2], is_seq2seq=ctx.is_seq2seq, n=cfg.eval_samples, max_new=max_new,
-                                batch_size=cfg.eval_batch_size)
+        scored = tasks[: i + 2]
+        scores = ctx.measured(f"after-{task.name}", evaluate_plain, arrow, ctx.tokenizer, scored, is_seq2seq=ctx.is_seq2seq,
+                              n=cfg.eval_samples, max_new=max_new, batch_size=cfg.eval_batch_size, of=ctx.scored(scored, max_new))
         prompts, truth = [], []
         for t in seen:
             prompts += [render(t.template, r) for r in t.validation[: cfg.eval_samples]]
             truth += [t.name] * len(eval_items(t, cfg.eval_samples)[0])
-        routed = arrow_routes(arrow, ctx.tokenizer, prompts, is_seq2seq=ctx.is_seq2seq, max_length=ctx.max_length,
-                              batch_size=cfg.eval_batch_size)
+        routed = ctx.measured(f"routes-after-{task.name}", arrow_routes, arrow, ctx.tokenizer, prompts, is_seq2seq=ctx.is_seq2seq,
+                              max_length=ctx.max_length, batch_size=cfg.eval_batch_size, of=[prompts, ctx.max_length])
         names = [t.name for t in seen]
         route = routing_summary(truth, [names[k] for k in routed], names, names)
         for key, value in (("stages", task.name), ("evals", scores), ("routing", route)):

@@ -18,14 +18,14 @@ def run_baseline(ctx: Context, tasks: list[Task], max_new: dict, previous: Previ
     if method.trains == "lora":
         model = attach_lora(model, cfg, ctx.is_seq2seq)
 
-    def evaluate(seen):
-        return evaluate_plain(model, ctx.tokenizer, seen, is_seq2seq=ctx.is_seq2seq, n=cfg.eval_samples, max_new=max_new,
-                              batch_size=cfg.eval_batch_size)
+    def evaluate(stage, seen):
+        return ctx.measured(f"after-{stage}", evaluate_plain, model, ctx.tokenizer, seen, is_seq2seq=ctx.is_seq2seq,
+                            n=cfg.eval_samples, max_new=max_new, batch_size=cfg.eval_batch_size, of=ctx.scored(seen, max_new))
 
     if method.joint:
         ctx.train(model, "all", method.trains, [r for t in tasks for r in ctx.rows(t)], cfg.max_steps * len(tasks), select=tasks)
         ctx.measure_general("all", model)
-        return {"stages": ["all"], "evals": [evaluate(tasks)]}
+        return {"stages": ["all"], "evals": [evaluate("all", tasks)]}
     rng = random.Random(cfg.seed)
     buffer: list[dict] = []
     stages, evals = [], []
@@ -42,7 +42,7 @@ def run_baseline(ctx: Context, tasks: list[Task], max_new: dict, previous: Previ
             k = min(len(task.train), max(round(cfg.replay_fraction * len(task.train)), cfg.replay_min))
             buffer += ctx.rows(task, rng.sample(task.train, k))
         stages.append(task.name)
-        evals.append(evaluate(tasks[: i + 2]))  # and the next task, not learnt yet (FWT)
+        evals.append(evaluate(task.name, tasks[: i + 2]))  # and the next task, not learnt yet (FWT)
         ctx.after(task, evals[-1])
         ctx.measure_general(task.name, model)
     return {"stages": stages, "evals": evals}

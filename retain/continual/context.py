@@ -4,10 +4,15 @@
 ``Context.train`` is the one way a method trains a task: ``engine.run_stage`` with the task's best
 weights kept (``--eval-every``, scored on ``selection_rows``) and, once the task is done, its trained
 weights and record in ``checkpoints/<task>/`` of the staging folder, which ``--resume`` reloads instead
-of training again (an interrupted task continues from its last ``--save-every`` checkpoint)."""
+of training again (an interrupted task continues from its last ``--save-every`` checkpoint). What is measured
+once a task is done (the base model before the first task, each stage's scores and routing, the general suite) goes
+through ``Context.measured``: kept in ``checkpoints/_measured/`` too, and read back by ``--resume`` instead of
+generating again."""
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +30,7 @@ from retain.evaluation.harness import evaluate_tuned
 from retain.methods import Stage, prepare
 
 FINAL = "final.safetensors"  # a finished task's trained weights, in checkpoints/<task>/ (with done.json)
+MEASURED = "_measured"  # checkpoints/_measured/<key>-<digest>.json: what Context.measured kept (no task name starts with _)
 
 
 @dataclass(frozen=True)
@@ -64,13 +70,15 @@ class Context:
             self.progress(f"[retain] base model: scores taken from {self.reuse.base_from}")
             self.base_scores = dict(reused["tasks"])
         else:
-            self.base_scores = evaluate_plain(model, self.tokenizer, tasks, is_seq2seq=self.is_seq2seq, n=cfg.eval_samples,
-                                              max_new=max_new, batch_size=cfg.eval_batch_size)
+            self.base_scores = self.measured("base", evaluate_plain, model, self.tokenizer, tasks, is_seq2seq=self.is_seq2seq,
+                                             n=cfg.eval_samples, max_new=max_new, batch_size=cfg.eval_batch_size,
+                                             of=self.scored(tasks, max_new))
         self.progress("[retain] base model: " + ", ".join(f"{n} {e['score']:.1f}" for n, e in self.base_scores.items()))
         self.general_tasks = load_general_suite(cfg)
         if self.general_tasks:
-            self.general["base"] = reused["general"] if reused else score_suite(model, self.tokenizer, self.general_tasks, cfg,
-                                                                                is_seq2seq=self.is_seq2seq)
+            self.general["base"] = reused["general"] if reused else self.measured(
+                "base-general", score_suite, model, self.tokenizer, self.general_tasks, cfg, is_seq2seq=self.is_seq2seq,
+                of=self._general_items())
             na = self.general["base"]["norm_avg_summary"].get(str(cfg.general_shots)) or {}
             self.progress(f"[retain] base model, general suite {cfg.general_suite}: Norm. Avg. {_f(na.get('score'))} ± {_f(na.get('se'))}")
 
@@ -80,7 +88,8 @@ class Context:
 
         if not self.general_tasks:
             return
-        res = score_suite(model, self.tokenizer, self.general_tasks, self.cfg, is_seq2seq=self.is_seq2seq, router=router)
+        res = self.measured(f"general-after-{stage}", score_suite, model, self.tokenizer, self.general_tasks, self.cfg,
+                            is_seq2seq=self.is_seq2seq, router=router, of=self._general_items())
         rec = stage_record(stage, self.general["base"], res)
         self.general["stages"].append(rec)
         self.general["evals"].append(res)
@@ -88,6 +97,30 @@ class Context:
         ci = d.get("ci") or [None, None]
         self.progress(f"[retain] general ability after {stage}: Norm. Avg. {_f(rec['norm_avg'])}, change from the base "
                       f"{_f(d.get('diff'), '+.2f')} [{_f(ci[0], '+.2f')}, {_f(ci[1], '+.2f')}]")
+
+    def measured(self, key: str, compute, *args, of=None, **kwargs):
+        """What ``compute(*args, **kwargs)`` measures after a finished stage, kept for ``--resume``. With ``--save-every`` the value
+        is written to ``checkpoints/_measured/<key>-<digest>.json``; a resumed run reads that file instead of measuring
+        again. The run's settings were checked when it resumed, and ``of`` (what is scored: items, templates, budgets)
+        is hashed into the file name, so changed data is measured afresh. A fresh run uses the JSON it writes
+        (``compute``'s value after a JSON round trip), so both paths continue from the same value."""
+        digest = hashlib.sha256(json.dumps(of, sort_keys=True, ensure_ascii=False, default=str).encode()).hexdigest()[:16]
+        path = self.staging / "checkpoints" / MEASURED / f"{key}-{digest}.json"
+        if self.cfg.resume and path.is_file():
+            self.progress(f"[retain] {key}: measured before the interruption, read from {path.name}")
+            return json.loads(path.read_text(encoding="utf-8"))
+        value = json.loads(json.dumps(compute(*args, **kwargs), ensure_ascii=False))
+        if self.cfg.save_every:
+            on_main(write_json, path, value, mkdir=True)
+        return value
+
+    def scored(self, tasks: list[Task], max_new: dict) -> list:
+        """What scoring ``tasks`` reads (for ``measured``'s digest): each task's settings and validation items."""
+        n = self.cfg.eval_samples
+        return [[t.spec(), t.validation[:n], max_new.get(t.name)] for t in tasks]
+
+    def _general_items(self) -> list:
+        return [dataclasses.asdict(t) for t in self.general_tasks or []]  # evaluation.suite.Task: plain fields
 
     def rows(self, task: Task, examples: list[dict] | None = None) -> list[dict]:
         fmt = TaskFormat(task.template, None, self.is_seq2seq)

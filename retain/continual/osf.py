@@ -33,8 +33,9 @@ def run_osf(ctx, tasks: list[Task], max_new: dict, previous=None) -> dict:
         ctx.log({"event": "osf", "task": task.name, "frozen_share": round(share, 4)})
         ctx.train(wrapped, task.name, "lora", ctx.rows(task), cfg.max_steps, select=[task])  # PEFT marks what trains
         model = wrapped.merge_and_unload()
-        scores = evaluate_plain(model, ctx.tokenizer, tasks[: i + 2], is_seq2seq=ctx.is_seq2seq, n=cfg.eval_samples,
-                                max_new=max_new, batch_size=cfg.eval_batch_size)
+        seen = tasks[: i + 2]
+        scores = ctx.measured(f"after-{task.name}", evaluate_plain, model, ctx.tokenizer, seen, is_seq2seq=ctx.is_seq2seq,
+                              n=cfg.eval_samples, max_new=max_new, batch_size=cfg.eval_batch_size, of=ctx.scored(seen, max_new))
         out["stages"].append(task.name)
         out["evals"].append(scores)
         ctx.after(task, scores, prefix=f"{share:.0%} of directions frozen, ")

@@ -13,6 +13,7 @@ from retain.continual.switch import Switch, retained
 from retain.continual.tasks import Task
 from retain.distributed import on_main
 from retain.methods.lora import attach_lora, lora_config
+from retain.models import weights_fingerprint
 
 
 def _open_previous(ctx, previous) -> tuple[object, dict[str, list[str]]]:
@@ -97,10 +98,12 @@ def run_switchcit(ctx, new: list[Task], max_new: dict, previous=None) -> dict:
         seen.append(task)
         if general_inputs and "__general__" not in cache:
             cache["__general__"] = features(general_inputs)
-        scores, route = evaluate_routed(model, ctx.tokenizer, switch, features_of, seen, is_seq2seq=ctx.is_seq2seq,
-                                        n=cfg.eval_samples, max_new=max_new, batch_size=cfg.eval_batch_size,
-                                        upcoming=new[i + 1] if i + 1 < len(new) else None,
-                                        general=(general_inputs, cache["__general__"]) if general_inputs else None)
+        upcoming = new[i + 1] if i + 1 < len(new) else None
+        scores, route = ctx.measured(
+            f"after-{task.name}", evaluate_routed, model, ctx.tokenizer, switch, features_of, seen, is_seq2seq=ctx.is_seq2seq,
+            n=cfg.eval_samples, max_new=max_new, batch_size=cfg.eval_batch_size, upcoming=upcoming,
+            general=(general_inputs, cache["__general__"]) if general_inputs else None,
+            of=[ctx.scored(seen + ([upcoming] if upcoming else []), max_new), general_inputs, weights_fingerprint(switch.net)])
         for key, value in (("stages", task.name), ("evals", scores), ("routing", route), ("switch_fit", fit)):
             out[key].append(value)
         ctx.after(task, scores, prefix=f"routing {route['accuracy']:.1f}%" + (
