@@ -135,7 +135,7 @@ def summary_table(results: dict, methods: list[str]) -> list[str]:
              "routing: tasks / general inputs to base | wall time |", "|---" * 9 + "|"]
     for m in methods:
         if m not in results:
-            lines.append(f"| {m} | not yet run |" + " |" * 8)
+            lines.append(f"| {m} | not yet run |" + " |" * 7)  # 9 columns
             continue
         res = results[m]
         s, g, r = res["summary"], general_delta(res), (res.get("routing") or [None])[-1]

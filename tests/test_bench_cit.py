@@ -237,3 +237,10 @@ def test_end_to_end_arrow_takes_switchcits_adapters_and_base_scores(tmp_path):
     assert res["training"] == [] and res["adapters_from"]["registry"] == cit._rel(runs / "switchcit")
     assert res["base_evaluation"]["from"] == cit._rel(runs / "switchcit" / "results.json") and len(res["R"]) == 2
     assert cit.jobs_of(cit.parse(argv, cit.BUDGET)) == []  # both finished with the same options: nothing to run
+
+
+def test_summary_table_rows_have_the_headers_columns():
+    from bench.cit_report import summary_table
+
+    rows = [line for line in summary_table({}, ["switchcit", "sequential"]) if line.startswith("|")]
+    assert len(rows) == 4 and {row.count("|") for row in rows} == {rows[0].count("|")}  # header, rule, 2 methods
