@@ -11,10 +11,9 @@ generating again."""
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from retain.artifacts import write_json
@@ -120,7 +119,7 @@ class Context:
         return [[t.spec(), t.validation[:n], max_new.get(t.name)] for t in tasks]
 
     def _general_items(self) -> list:
-        return [dataclasses.asdict(t) for t in self.general_tasks or []]  # evaluation.suite.Task: plain fields
+        return [asdict(t) for t in self.general_tasks or []]  # evaluation.suite.Task: plain fields
 
     def rows(self, task: Task, examples: list[dict] | None = None) -> list[dict]:
         fmt = TaskFormat(task.template, None, self.is_seq2seq)
