@@ -24,6 +24,9 @@ rerunning the same command skips a finished method whose recorded options (``res
 invocation's, reruns one with other options (naming them), and continues an interrupted one with ``--resume``
 (its hidden ``runs/cit/.<method>.partial`` holds the same options; with other ones it starts afresh, saying so),
 which reloads the finished tasks and reads back what they measured (base model, R rows, routing, general suite).
+A method finished in an earlier checkout counts from its committed results: a fresh checkout has no runs/cit, so
+the files of docs/results/cit/<method>/ (results.json with its per-item units, results.md, plots) are copied back
+to runs/cit/<method>/ first (``restore``); only a registry on disk lends adapters.
 Work done once: ``arrow`` waits for ``switchcit`` and routes its registry's adapters (``--adapters-from``: the
 adapters it would train are byte-identical, tested; nothing trained), and every method started after a method has
 finished takes that run's base-model scores (``--base-scores``: the first finished in run order; the same figures,
@@ -273,13 +276,38 @@ def reuse_flags(method: str, args) -> list[str]:
     if args.no_reuse:
         return flags
     done = [m for m in current(args) if m != method]
-    registry = next((m for m in done if _method(m).registry), None)
+    from retain.continual.registry import REGISTRY_FILE
+
+    registry = next((m for m in done if _method(m).registry and (runs / m / REGISTRY_FILE).is_file()), None)
     if _method(method).adapters_from and registry and _same_adapters(registry, method, args):
         flags += ["--adapters-from", _rel(runs / registry)]
     lender = next((m for m in done if "base_evaluation" in json.loads((runs / m / "results.json").read_text())), None)
     if lender:
         flags += ["--base-scores", _rel(runs / lender / "results.json")]
     return flags
+
+
+RESULT_FILES = ("results.json", "results.md", "R.png", "average.png")  # what the documents keep of a finished method
+
+
+def restore(args) -> list[str]:
+    """Methods whose finished results are committed (``--docs``/NAME/<method>/, written by ``aggregate``) but absent
+    from ``--runs`` (a fresh checkout): their files are copied back, so that they count as finished (skipped when
+    their recorded options equal this invocation's, rerun otherwise, as ``plan`` says) and lend their base-model
+    scores. Only the results come back, no registry: ``reuse_flags`` lends adapters only from a registry on disk."""
+    import shutil
+
+    done = []
+    for method in args.documented:
+        src, dest = Path(args.docs) / args.name / method, Path(args.runs) / method
+        if (dest / "results.json").exists() or not all((src / f).is_file() for f in RESULT_FILES):
+            continue
+        dest.mkdir(parents=True, exist_ok=True)
+        for f in RESULT_FILES:
+            shutil.copyfile(src / f, dest / f)
+        done.append(method)
+        print(f"[cit] {method}: finished results restored from {_rel(src)}", flush=True)
+    return done
 
 
 def run_methods(args) -> int:
@@ -328,6 +356,7 @@ def main(argv: list[str] | None = None, budget: dict | None = None) -> None:
     missing = [t for t in args.tasks if not (DATA / t / "train.jsonl").is_file()]
     if missing and not args.aggregate_only:
         sys.exit(f"cit: task data not found under {DATA} ({', '.join(missing)}); set RETAIN_SHARED_DATA")
+    restore(args)
     if args.aggregate_only:
         aggregate(args)
         return

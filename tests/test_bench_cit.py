@@ -69,6 +69,8 @@ def _finished(args, method, **config):
     out.mkdir(parents=True, exist_ok=True)
     recorded = {**cit.settings(cit.continual_argv(method, args)), "resume": False, "overwrite": False, **config}
     (out / "results.json").write_text(json.dumps({"config": recorded, "base_evaluation": {"key": {}, "from": None}}))
+    if cit._method(method).registry:
+        (out / "registry.json").write_text("{}")  # a registry on disk (only its presence matters to reuse_flags)
 
 
 def test_reuse_flags_point_at_current_runs_and_change_no_decision(tmp_path):
@@ -101,6 +103,40 @@ def test_reuse_flags_point_at_current_runs_and_change_no_decision(tmp_path):
     (tmp_path / "runs" / "switchcit" / "results.json").write_text(json.dumps({"config": json.loads(
         (tmp_path / "runs" / "switchcit" / "results.json").read_text())["config"]}))  # written before base keys
     assert cit.reuse_flags("sequential", lr) == []
+
+
+def test_committed_results_count_as_finished_in_a_fresh_checkout(tmp_path):
+    """A fresh checkout has docs/results/cit/<method>/ but no runs/cit: ``restore`` copies the committed files back,
+    so the method is skipped (same options) or rerun (other options) and lends its base scores, never adapters it
+    does not have on disk; results already in runs/ are left alone."""
+    docs = tmp_path / "docs"
+    args = _args(tmp_path, "--methods", "arrow", "sequential", "switchcit", "--docs", str(docs))
+    for method in ("switchcit", "sequential"):
+        _finished(args, method)
+        (Path(args.runs) / method / "registry.json").unlink(missing_ok=True)
+        for f in cit.RESULT_FILES[1:]:
+            (Path(args.runs) / method / f).write_text(f"{method} {f}")
+        committed = docs / "cit" / method
+        committed.mkdir(parents=True)
+        for f in cit.RESULT_FILES:
+            (committed / f).write_bytes((Path(args.runs) / method / f).read_bytes())
+    (docs / "cit" / "replay").mkdir()
+    (docs / "cit" / "replay" / "results.md").write_text("incomplete: no results.json")
+    import shutil
+
+    shutil.rmtree(args.runs)
+    assert [j.name for j in cit.jobs_of(args)] == ["switchcit", "sequential", "arrow"]  # nothing restored yet
+    assert cit.restore(args) == ["switchcit", "sequential"]  # documented order; replay's files are incomplete
+    for method in ("switchcit", "sequential"):
+        for f in cit.RESULT_FILES:
+            assert (Path(args.runs) / method / f).read_bytes() == (docs / "cit" / method / f).read_bytes()
+    assert not (Path(args.runs) / "replay").exists()
+    assert [j.name for j in cit.jobs_of(args)] == ["arrow"]  # both skipped: finished with the same options
+    rel = cit._rel(Path(args.runs) / "switchcit" / "results.json")
+    assert cit.reuse_flags("arrow", args) == ["--base-scores", rel]  # no registry on disk: arrow trains its own
+    assert cit.restore(args) == []  # runs/ wins once it has them
+    other = _args(tmp_path, "--methods", "sequential", "--max-steps", "3", "--docs", str(docs))
+    assert cit.plan("sequential", other) == (["--overwrite"], "finished with other options (max_steps): rerun")
 
 
 @pytest.mark.parametrize("rule, ci, verdict", [
@@ -237,6 +273,11 @@ def test_end_to_end_arrow_takes_switchcits_adapters_and_base_scores(tmp_path):
     assert res["training"] == [] and res["adapters_from"]["registry"] == cit._rel(runs / "switchcit")
     assert res["base_evaluation"]["from"] == cit._rel(runs / "switchcit" / "results.json") and len(res["R"]) == 2
     assert cit.jobs_of(cit.parse(argv, cit.BUDGET)) == []  # both finished with the same options: nothing to run
+    import shutil
+
+    shutil.rmtree(runs)  # a fresh checkout: the documents' copies count as finished
+    args = cit.parse(argv, cit.BUDGET)
+    assert cit.restore(args) == ["switchcit", "arrow"] and cit.jobs_of(args) == []
 
 
 def test_summary_table_rows_have_the_headers_columns():
