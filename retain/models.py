@@ -83,9 +83,21 @@ def load_model(spec: str, *, trust_remote_code: bool = False, allow_pickle: bool
     if dtype != "auto":
         import torch
 
-        loaded.model.to(getattr(torch, dtype))
+        cast_parameters(loaded.model, getattr(torch, dtype))
     set_attention(loaded.model, attn_implementation)
     return loaded
+
+
+def cast_parameters(model, dtype) -> None:
+    """The floating-point parameters in ``dtype``; buffers keep theirs, as ``from_pretrained(dtype=...)`` leaves
+    them: a model's ``.to(bfloat16)`` would also round the rotary frequencies (``inv_freq``, float32 in every
+    transformers model) and move every position's angle. Tied parameters stay tied (one object, cast once)."""
+    import torch
+
+    with torch.no_grad():
+        for param in model.parameters():
+            if param.is_floating_point() and param.dtype != dtype:
+                param.data = param.data.to(dtype)
 
 
 def model_options(options) -> dict:

@@ -40,6 +40,28 @@ def test_bfloat16_weights_train_save_and_reload(tmp_path, task, method):
     assert len(run.generate(["a fine film"], max_new_tokens=3)) == 1
 
 
+@pytest.mark.parametrize("spec", ["tiny-random-llama", "tiny-random-qwen", "tiny-random-gemma3", "tiny-random-gpt2", "tiny-random-t5"])
+def test_low_precision_load_casts_weights_not_buffers(tmp_path, spec):
+    """--dtype bfloat16 casts the parameters and leaves every buffer as float32 loading has it (the rotary
+    ``inv_freq`` stays float32, as ``from_pretrained(dtype=bfloat16)`` keeps it), ties kept; a saved bfloat16
+    checkpoint loads through retain as transformers loads it, buffer for buffer."""
+    from retain.models import load_model
+
+    ref, loaded = load_model(spec).model, load_model(spec, dtype="bfloat16")
+    bf = loaded.model
+    assert {p.dtype for p in bf.parameters()} == {torch.bfloat16}
+    assert {n: b.dtype for n, b in bf.named_buffers()} == {n: b.dtype for n, b in ref.named_buffers()}
+    tied = ref.get_input_embeddings().weight is ref.get_output_embeddings().weight
+    assert (bf.get_input_embeddings().weight is bf.get_output_embeddings().weight) == tied
+    if "rotary" in " ".join(n for n, _ in ref.named_buffers()):
+        assert all(b.dtype == torch.float32 for n, b in bf.named_buffers() if n.endswith("inv_freq"))
+    bf.save_pretrained(tmp_path / "bf16")
+    loaded.tokenizer.save_pretrained(tmp_path / "bf16")
+    again = load_model(str(tmp_path / "bf16"), dtype="bfloat16").model
+    plain = type(ref).from_pretrained(str(tmp_path / "bf16"), dtype=torch.bfloat16)
+    assert {n: b.dtype for n, b in again.named_buffers()} == {n: b.dtype for n, b in plain.named_buffers()}
+
+
 def test_bf16_autocast_keeps_float32_weights(tmp_path, task):
     out, info = _train(tmp_path, task, "amp", "--mixed-precision", "bf16")
     stage = info["stages"][0]
