@@ -96,6 +96,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # retain from this checkout, installed or not
 sys.path.insert(0, str(ROOT / "bench"))  # cit_report, _common
 from _common import default_jobs  # noqa: E402
+from cit_report import RESULT_FILES  # noqa: E402  (what the documents keep of a finished method)
 
 DATA = Path(os.environ.get("RETAIN_SHARED_DATA", ROOT.parent / "shared" / "data")) / "cit"
 TASKS = ("simp", "emdg", "inqqg", "exp", "hgen")  # the order listed in the data README
@@ -285,9 +286,6 @@ def reuse_flags(method: str, args) -> list[str]:
     if lender:
         flags += ["--base-scores", _rel(runs / lender / "results.json")]
     return flags
-
-
-RESULT_FILES = ("results.json", "results.md", "R.png", "average.png")  # what the documents keep of a finished method
 
 
 def restore(args) -> list[str]:

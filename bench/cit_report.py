@@ -14,6 +14,7 @@ import shutil
 from pathlib import Path
 
 HOLDS, FAILS, UNDECIDED = "holds", "does not hold", "undecided"
+RESULT_FILES = ("results.json", "results.md", "R.png", "average.png")  # what NAME/<method>/ keeps of a finished method
 
 
 def load(runs: Path, methods: list[str]) -> dict[str, dict]:
@@ -248,7 +249,7 @@ def write(runs: Path, docs: Path, name: str, *, command: str, methods: list[str]
     for m in results:
         dest = docs / name / m
         dest.mkdir(parents=True, exist_ok=True)
-        for f in ("results.json", "results.md", "R.png", "average.png"):
+        for f in RESULT_FILES:
             shutil.copyfile(runs / m / f, dest / f)
     slim = {m: {**r, "details": [{t: {k: v for k, v in e.items() if k != "units"} for t, e in d.items()} for d in r.get("details", [])],
                 "general": {**r["general"], "evals": None} if r.get("general") else None} for m, r in results.items()}
