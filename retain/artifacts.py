@@ -53,15 +53,34 @@ def write_json(path: Path, data, *, mkdir: bool = False) -> None:
 
 
 class JsonlLog:
-    """Events appended to a JSONL file with the seconds since ``start``; only the main process writes."""
+    """Events appended to a JSONL file with the seconds since ``start``; only the main process writes.
 
-    def __init__(self, path: Path, start: float | None = None, *, enabled: bool = True):
+    ``resume``: the run continues an interrupted one whose log is already in ``path``; its clock continues from
+    that log's last time, so ``elapsed()`` (and the run's ``wall_time_s``) counts every process of the run, not
+    only the last one."""
+
+    def __init__(self, path: Path, start: float | None = None, *, enabled: bool = True, resume: bool = False):
         self.path, self.start, self.enabled = Path(path), time.time() if start is None else start, enabled
+        self.offset = _last_time(self.path) if resume and enabled else 0.0
+
+    def elapsed(self) -> float:
+        """Seconds of the run so far, the interrupted processes it continues included."""
+        return time.time() - self.start + self.offset
 
     def __call__(self, entry: dict) -> None:
         if self.enabled:
             with open(self.path, "a", encoding="utf-8") as f:
-                f.write(json.dumps({"time": round(time.time() - self.start, 2), **entry}) + "\n")
+                f.write(json.dumps({"time": round(self.elapsed(), 2), **entry}) + "\n")
+
+
+def _last_time(path: Path) -> float:
+    """The time of the last complete event in a log (0 for none): where an interrupted run's clock stopped."""
+    last = 0.0
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            with contextlib.suppress(ValueError, TypeError, AttributeError):
+                last = float(json.loads(line).get("time", last))
+    return last
 
 
 # ------------------------------------------------------------- output checks

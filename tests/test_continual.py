@@ -408,6 +408,8 @@ def test_sigkill_mid_task_then_resume_equals_uninterrupted_run(data, tmp_path):
     assert "after-up: measured before" not in resumed.stdout  # task 2 was interrupted: measured afresh
     log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
     assert any(e.get("resumed_from") for e in log if e["event"] == "stage_start" and e["stage"] == "up"), "did not resume task 2"
+    times = [e["time"] for e in log]  # the resumed process's clock continues the killed one's
+    assert times == sorted(times) and times[-1] <= json.loads((out / "results.json").read_text())["wall_time_s"], times
 
     a, b = _registry_tensors(ref), _registry_tensors(out)
     assert a.keys() == b.keys() and any("switch" in k for k in a) and any("adapters/up" in k for k in a)

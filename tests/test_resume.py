@@ -65,6 +65,8 @@ def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path):
     info_b = json.loads((out / "run.json").read_text())
     best = lambda info: [(s["best"]["step"], s["best"]["score"]) for s in info["stages"]]
     assert best(info_a) == best(info_b)
+    times = [e["time"] for e in log]  # the resumed process's clock continues the killed one's
+    assert times == sorted(times) and times[0] < times[-1] <= info_b["wall_time_s"], times
 
 
 @pytest.mark.slow
@@ -91,8 +93,13 @@ def test_ctrl_c_stops_cleanly_keeps_a_checkpoint_and_resumes(tmp_path):
     assert not out.exists()
     ckpts = list((tmp_path / ".run.partial" / "checkpoints" / "stage1").glob("checkpoint-*"))
     assert ckpts, "no checkpoint kept on Ctrl-C"
+    stopped = json.loads(log.read_text().splitlines()[-1])
+    assert stopped["event"] == "stopped" and stopped["reason"] == "Interrupted", stopped
     cli(*args, "--resume")
-    assert (out / "run.json").is_file()
+    events = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    resumed = next(e for e in events[events.index(stopped) + 1:] if e["event"] == "start")
+    wall = json.loads((out / "run.json").read_text())["wall_time_s"]
+    assert stopped["time"] <= resumed["time"] < wall  # the wall time counts the interrupted process too
 
 
 def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(tmp_path):

@@ -102,12 +102,15 @@ def run_continual(cfg: ContinualConfig, task_dirs: list[str], *, progress=print,
     staging = staging_dir(out)
     on_main(_fresh, staging, cfg.resume)
     _same_run(staging, cfg)
+    log = _log(cfg, previous, staging, t0)
     try:  # with --save-every an interrupted run is kept for --resume; otherwise nothing is left behind
-        _run(cfg, loaded, fingerprint, previous, tasks, staging, progress, command, t0, reuse)
+        _run(cfg, loaded, fingerprint, previous, tasks, staging, progress, command, log, reuse)
         on_main(commit, staging, out)
-    except BaseException:
+    except BaseException as e:
         if is_main() and not cfg.save_every:
             shutil.rmtree(staging, ignore_errors=True)
+        elif staging.is_dir():  # where the clock of the kept run stopped, for the wall time of its --resume
+            log({"event": "stopped", "reason": type(e).__name__})
         raise
     return out
 
@@ -150,23 +153,29 @@ def _same_run(staging: Path, cfg: ContinualConfig) -> None:
     on_main(write_json, f, settings)
 
 
-def _run(cfg, loaded, fingerprint: str, previous: Previous | None, tasks: list[Task], staging: Path, progress, command, t0: float,
-         reuse: Reuse) -> None:
-    old = previous.tasks if previous else []
-    if previous is not None and (previous.path / "train_log.jsonl").is_file() and not (staging / "train_log.jsonl").is_file():
+def _log(cfg, previous: Previous | None, staging: Path, t0: float) -> JsonlLog:
+    """The run's train_log.jsonl: a registry's log continues (``--resume-from``); an interrupted run's log and
+    clock continue (``--resume``)."""
+    resumed = cfg.resume and (staging / "train_log.jsonl").is_file()
+    if previous is not None and (previous.path / "train_log.jsonl").is_file() and not resumed:
         on_main(shutil.copyfile, previous.path / "train_log.jsonl", staging / "train_log.jsonl")
-    log = JsonlLog(staging / "train_log.jsonl", t0, enabled=is_main())
+    return JsonlLog(staging / "train_log.jsonl", t0, enabled=is_main(), resume=resumed)
+
+
+def _run(cfg, loaded, fingerprint: str, previous: Previous | None, tasks: list[Task], staging: Path, progress, command,
+         log: JsonlLog, reuse: Reuse) -> None:
+    old = previous.tasks if previous else []
     log({"event": "start", "method": cfg.method, "model": cfg.model, "tasks": [t.name for t in tasks],
          "resumed_from": str(previous.path) if previous else None})
     ctx = Context(cfg, loaded, staging, log, progress, reuse)
     ctx.start(tasks, {t.name: t.max_new_tokens for t in tasks})  # the base model: on the new tasks, the general suite
     method = ctx.method
     run = method.runner()(ctx, tasks, {t.name: t.max_new_tokens for t in old + tasks}, previous)
-    on_main(_write, cfg, loaded, fingerprint, previous, tasks, staging, command, t0, ctx, run)
+    on_main(_write, cfg, loaded, fingerprint, previous, tasks, staging, command, log, ctx, run)
 
 
-def _write(cfg, loaded, fingerprint: str, previous: Previous | None, tasks: list[Task], staging: Path, command, t0: float,
-           ctx: Context, run: dict) -> None:
+def _write(cfg, loaded, fingerprint: str, previous: Previous | None, tasks: list[Task], staging: Path, command,
+           log: JsonlLog, ctx: Context, run: dict) -> None:
     """results.json and, for a method that keeps one, registry.json (the main process)."""
     old = previous.tasks if previous else []
     method = ctx.method
@@ -182,7 +191,7 @@ def _write(cfg, loaded, fingerprint: str, previous: Previous | None, tasks: list
         results["adapters_from"] = ctx.reuse.adapters
     results["versions"] = library_versions()
     results["world_size"], results["parallelism"] = world()[1], parallelism()
-    results["wall_time_s"] = round(time.time() - t0 + (earlier or {}).get("wall_time_s", 0), 2)
+    results["wall_time_s"] = round(log.elapsed() + (earlier or {}).get("wall_time_s", 0), 2)
     if method.registry:
         trained = task_training(previous.path, previous.info) if previous else {}
         here = adapter_options(to_dict(cfg), world()[1])  # what each new task's adapter was trained with (--adapters-from)

@@ -190,12 +190,16 @@ def train(cfg: TrainConfig, *, progress=print, observe=None) -> Path:
     s = setup(cfg)
     staging = staging_dir(out)
     on_main(_fresh_staging, staging, keep=cfg.resume)
-    log = JsonlLog(staging / "train_log.jsonl", t_start, enabled=is_main())
+    log = JsonlLog(staging / "train_log.jsonl", t_start, enabled=is_main(), resume=cfg.resume)
     log({"event": "start", "method": cfg.method, "model": cfg.model, "examples": sum(len(t.rows) for t in s.tasks),
          "truncated": sum(t.truncated for t in s.tasks), **({"tasks": [t.name for t in s.tasks]} if s.multi else {})})
     model = methods.wrap(s.loaded.model, s.loaded.tokenizer, s.method, cfg, s.loaded.is_seq2seq, tasks=s.adapters)
-    records = fit(s, model, staging, log, progress, observe)
-    save(s, model, staging, records, t_start)
+    try:
+        records = fit(s, model, staging, log, progress, observe)
+    except BaseException as e:  # where the clock of the kept run stopped, for the wall time of its --resume
+        log({"event": "stopped", "reason": type(e).__name__})
+        raise
+    save(s, model, staging, records, log)
     on_main(commit, staging, out)
     return out
 
@@ -206,7 +210,7 @@ def _fresh_staging(staging: Path, keep: bool) -> None:
     staging.mkdir(parents=True, exist_ok=True)
 
 
-def save(s: Setup, model, root: Path, records: list[dict], t_start: float) -> None:
+def save(s: Setup, model, root: Path, records: list[dict], log: JsonlLog) -> None:
     """The run's artifacts (``prompt/``, ``lora/``, ``model/``) and run.json. Every process calls this: the weights
     of a sharded model are gathered (``engine.checkpoints``), and the main process writes."""
     method = s.method
@@ -223,7 +227,7 @@ def save(s: Setup, model, root: Path, records: list[dict], t_start: float) -> No
             base_state = plain_state(base_state or full_state(base))
         save_pretrained(base, root / "model", base_state, safe_serialization=True)
         on_main(s.loaded.tokenizer.save_pretrained, str(root / "model"))
-    on_main(lambda: write_json(root / RUN_FILE, run_info(s, root, records, time.time() - t_start)))
+    on_main(lambda: write_json(root / RUN_FILE, run_info(s, root, records, log.elapsed())))
 
 
 def run_info(s: Setup, root: Path, records: list[dict], wall: float) -> dict:
