@@ -310,8 +310,9 @@ def test_fsdp_state_on_cpu_processes(tmp_path):
     assert torch.count_nonzero(prompted.prompt_encoder["default"].embedding.weight) == 0
 
 
-def _end_worker() -> None:
-    """Run by torchrun (2 processes): a command's collectives, then ``distributed.end`` as ``retain``'s CLI calls it."""
+def _end_worker(out: str) -> None:
+    """Run by torchrun (2 processes): a command's collectives, then ``distributed.end`` as ``retain``'s CLI calls it.
+    Each process reports in its own file (two processes printing to one pipe can interleave their lines)."""
     import torch.distributed as dist
 
     from retain.distributed import end, gather_sharded, world
@@ -321,7 +322,7 @@ def _end_worker() -> None:
     work = dist.all_reduce(torch.ones(3), async_op=True)  # a work object still referenced at exit
     end(ok=True)
     assert not dist.is_initialized() and world() == (0, 1)
-    print("left the group", work is not None, flush=True)
+    (Path(out) / f"rank{os.environ['RANK']}").write_text(f"left the group {work is not None}")
 
 
 @pytest.mark.slow
@@ -329,10 +330,11 @@ def test_end_leaves_the_process_group(tmp_path):
     """After a command, every process leaves the process group (``destroy_process_group``) instead of leaving gloo's
     threads to the interpreter's teardown (which can abort a finished launch with SIGABRT)."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
-           "-m", "tests.test_ddp", "--end-worker"]
+           "-m", "tests.test_ddp", "--end-worker", str(tmp_path)]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"), timeout=300, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-4000:]
-    assert proc.stdout.count("left the group True") == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rank0", "rank1"]
+    assert all(p.read_text() == "left the group True" for p in tmp_path.iterdir())
 
 
 def test_cli_leaves_the_process_group_only_when_torch_is_loaded(monkeypatch):
@@ -370,4 +372,4 @@ class _Parser:
 if __name__ == "__main__" and sys.argv[1:2] == ["--fsdp-worker"]:
     _fsdp_worker(sys.argv[2])
 if __name__ == "__main__" and sys.argv[1:2] == ["--end-worker"]:
-    _end_worker()
+    _end_worker(sys.argv[2])
